@@ -1,0 +1,61 @@
+"""Storage backends for settings-server, chosen by URL (see :func:`store_from_url`)."""
+
+from __future__ import annotations
+
+import importlib
+from urllib.parse import urlsplit
+
+from .base import (
+    COUNTERS,
+    ConfigurationError,
+    KeyValueStore,
+    StorageError,
+    StorageUnavailable,
+)
+
+# scheme -> (module, class); drivers are imported only when their scheme is used.
+_BACKENDS = {
+    "memory": ("backends.memory", "MemoryStore"),
+    "sqlite": ("backends.sqlite", "SQLiteStore"),
+    "redis": ("backends.redis", "RedisStore"),
+    "rediss": ("backends.redis", "RedisStore"),
+    "unix": ("backends.redis", "RedisStore"),
+    "redis+sentinel": ("backends.redis", "RedisStore"),
+    "redis+cluster": ("backends.redis", "RedisStore"),
+}
+
+ACCEPTED_FORMS = (
+    "memory://, sqlite:///relative/path.db, sqlite:////absolute/path.db, "
+    "redis://[:password@]host[:port][/db], rediss://..., unix:///path/to/redis.sock, "
+    "redis+sentinel://host:port[,host:port]/service[/db], redis+cluster://host:port"
+)
+
+
+def store_from_url(url: str) -> KeyValueStore:
+    """Build the store a URL names, without connecting to it.
+
+    Raises :class:`ConfigurationError` naming the accepted forms for an unknown scheme or a
+    malformed URL.
+    """
+    try:
+        scheme = urlsplit(url).scheme.lower()
+    except ValueError as exc:
+        raise ConfigurationError(f"malformed storage URL {url!r}; use one of: {ACCEPTED_FORMS}") from exc
+    if scheme not in _BACKENDS or "://" not in url:
+        raise ConfigurationError(
+            f"unknown storage URL {url!r}; use one of: {ACCEPTED_FORMS}"
+        )
+    module_name, class_name = _BACKENDS[scheme]
+    store_class = getattr(importlib.import_module(module_name), class_name)
+    return store_class.from_url(url)
+
+
+__all__ = [
+    "COUNTERS",
+    "ACCEPTED_FORMS",
+    "ConfigurationError",
+    "KeyValueStore",
+    "StorageError",
+    "StorageUnavailable",
+    "store_from_url",
+]

@@ -1,0 +1,131 @@
+"""The storage contract every backend fulfils.
+
+Data is kept as *namespaces* of JSON values. A namespace is a flat mapping of string keys to
+JSON-serialisable values (``dict``, ``list``, ``str``, ``int``, ``float``, ``bool``); values are
+stored as JSON, never pickled. The server keeps, for example, all global settings in one
+namespace and each user's settings in a namespace of that user's own, so that one call reads a
+whole namespace without touching anybody else's data.
+
+A namespace name may have a *group*: the part before the first ``/`` (``user:17/settings`` is in
+group ``user:17``). Backends that shard (Redis Cluster) keep a group's namespaces together.
+
+Counters live in the reserved namespace :data:`COUNTERS` and are read like any other entry.
+
+Promises every backend keeps:
+
+* A write that returns has been made durable to the degree the backend offers (see each
+  backend) and is visible to every process that reads the same store afterwards.
+* Each call on a single entry is atomic: concurrent writers to the same entry leave one of the
+  written values, never a mix; writers to different entries of one namespace never lose each
+  other's writes.
+* Missing entries read as ``None`` (``get``) or are simply absent (``get_many``, ``get_all``).
+* Driver failures (server unreachable, I/O error, lock timeouts) are raised as
+  :class:`StorageUnavailable`; nothing else escapes from a driver.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, ClassVar
+
+COUNTERS = "counters"
+
+
+class StorageError(Exception):
+    """Base class of every error raised by this package."""
+
+
+class StorageUnavailable(StorageError):
+    """The store could not be reached or failed to carry out a request (HTTP 503)."""
+
+
+class ConfigurationError(StorageError, ValueError):
+    """A storage URL that names no known backend or is malformed."""
+
+
+def encode(value: Any) -> str:
+    """Canonical JSON: equal values always encode to equal strings."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def decode(text: str | bytes) -> Any:
+    return json.loads(text)
+
+
+class KeyValueStore(ABC):
+    """A store of namespaced JSON values, selected by URL scheme (see :func:`store_from_url`)."""
+
+    #: URL schemes this class serves.
+    schemes: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    @abstractmethod
+    def from_url(cls, url: str) -> KeyValueStore:
+        """Build a store from its URL; raise :class:`ConfigurationError` for a malformed one.
+
+        Must not connect: the first request does, so that nothing touches a store at import
+        or configuration time.
+        """
+
+    @abstractmethod
+    def get(self, namespace: str, key: str) -> Any | None:
+        """The value stored at ``key``, or ``None`` when there is none."""
+
+    def get_many(self, namespace: str, keys: Iterable[str]) -> dict[str, Any]:
+        """The stored values of ``keys`` that exist, in one round trip where the backend can."""
+        found = {}
+        for key in keys:
+            value = self.get(namespace, key)
+            if value is not None:
+                found[key] = value
+        return found
+
+    @abstractmethod
+    def get_all(self, namespace: str) -> dict[str, Any]:
+        """Every entry of ``namespace`` in one round trip; ``{}`` for an empty namespace."""
+
+    @abstractmethod
+    def set(self, namespace: str, key: str, value: Any) -> None:
+        """Store ``value`` at ``key``, replacing what was there."""
+
+    def set_many(self, entries: Mapping[str, Mapping[str, Any]]) -> None:
+        """Store ``{namespace: {key: value}}`` all at once: all of it is written or none.
+
+        The default is not atomic; every shipped backend overrides it with a transaction.
+        """
+        for namespace, values in entries.items():
+            for key, value in values.items():
+                self.set(namespace, key, value)
+
+    @abstractmethod
+    def delete(self, namespace: str, key: str) -> bool:
+        """Remove ``key``; ``True`` if it existed."""
+
+    @abstractmethod
+    def compare_and_set(self, namespace: str, key: str, expected: Any | None, value: Any) -> bool:
+        """Store ``value`` only if the current value equals ``expected`` (``None``: absent).
+
+        Returns whether the write happened. Equality is on the canonical JSON encoding. This is
+        the building block for optimistic concurrency: read, compute, compare-and-set, retry.
+        """
+
+    @abstractmethod
+    def incr(self, counter: str, amount: int = 1) -> int:
+        """Atomically add ``amount`` to ``counter`` (absent counts as 0) and return the result.
+
+        Counters are entries of the :data:`COUNTERS` namespace.
+        """
+
+    @abstractmethod
+    def namespaces(self) -> Iterator[str]:
+        """Every namespace that holds at least one entry (for backup and migration; may scan)."""
+
+    @abstractmethod
+    def ping(self) -> None:
+        """Return if the store answers; raise :class:`StorageUnavailable` otherwise."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections and threads. The store may not be used afterwards."""

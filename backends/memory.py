@@ -1,0 +1,88 @@
+"""In-process store: for tests and single-process development only.
+
+Every worker process gets a store of its own, so under several gunicorn workers each would see
+different data. The server refuses to start it under more than one worker.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from .base import COUNTERS, ConfigurationError, KeyValueStore, decode, encode
+
+
+class MemoryStore(KeyValueStore):
+    """Thread-safe (one lock around every call); nothing survives the process."""
+
+    schemes = ("memory",)
+
+    def __init__(self) -> None:
+        self._data: dict[str, dict[str, str]] = {}
+        self._lock = threading.RLock()
+
+    @classmethod
+    def from_url(cls, url: str) -> MemoryStore:
+        if url.rstrip("/") != "memory:":
+            raise ConfigurationError(f"memory:// takes no host, path or options, got {url!r}")
+        return cls()
+
+    def get(self, namespace: str, key: str) -> Any | None:
+        with self._lock:
+            raw = self._data.get(namespace, {}).get(key)
+        return None if raw is None else decode(raw)
+
+    def get_many(self, namespace, keys):
+        with self._lock:
+            entries = self._data.get(namespace, {})
+            raw = {key: entries[key] for key in keys if key in entries}
+        return {key: decode(text) for key, text in raw.items()}
+
+    def get_all(self, namespace: str) -> dict[str, Any]:
+        with self._lock:
+            raw = dict(self._data.get(namespace, {}))
+        return {key: decode(text) for key, text in raw.items()}
+
+    def set(self, namespace: str, key: str, value: Any) -> None:
+        text = encode(value)
+        with self._lock:
+            self._data.setdefault(namespace, {})[key] = text
+
+    def set_many(self, entries: Mapping[str, Mapping[str, Any]]) -> None:
+        encoded = {ns: {k: encode(v) for k, v in values.items()} for ns, values in entries.items()}
+        with self._lock:
+            for namespace, values in encoded.items():
+                self._data.setdefault(namespace, {}).update(values)
+
+    def delete(self, namespace: str, key: str) -> bool:
+        with self._lock:
+            return self._data.get(namespace, {}).pop(key, None) is not None
+
+    def compare_and_set(self, namespace, key, expected, value) -> bool:
+        want = None if expected is None else encode(expected)
+        with self._lock:
+            entries = self._data.setdefault(namespace, {})
+            if entries.get(key) != want:
+                return False
+            entries[key] = encode(value)
+            return True
+
+    def incr(self, counter: str, amount: int = 1) -> int:
+        with self._lock:
+            counters = self._data.setdefault(COUNTERS, {})
+            result = decode(counters.get(counter, "0")) + amount
+            counters[counter] = encode(result)
+            return result
+
+    def namespaces(self) -> Iterator[str]:
+        with self._lock:
+            names = [ns for ns, entries in self._data.items() if entries]
+        return iter(names)
+
+    def ping(self) -> None:
+        return None
+
+    def close(self) -> None:
+        with self._lock:
+            self._data.clear()

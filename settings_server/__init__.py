@@ -1,0 +1,43 @@
+"""settings-server: InvenTree's Settings API (version 327) as a small Flask service."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+__version__ = "0.1.0"
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the WSGI app: read the environment, then ``config`` on top, build the registry and
+    the store (without connecting), register the blueprints.
+
+    Raises :class:`backends.ConfigurationError` or :class:`settings_server.registry.RegistryError`
+    when the configuration cannot work, so a bad deployment stops at start-up.
+    """
+    from backends import store_from_url
+
+    from . import api, auth, errors
+    from .config import from_environment
+    from .registry import load_registry
+    from .service import SettingsService
+
+    app = Flask(__name__)
+    app.config.update(from_environment())
+    app.config.update(config or {})
+    app.json.sort_keys = False  # keep field order for anything rendered through Flask
+
+    store = store_from_url(app.config["SETTINGS_BACKEND"])
+    registry = load_registry(app.config.get("SETTINGS_REGISTRY_FILE"))
+    app.extensions["settings_store"] = store
+    app.extensions["settings_registry"] = registry
+    app.extensions["settings_service"] = SettingsService(
+        store, registry, currency_codes_override=app.config.get("INVENTREE_CURRENCY_CODES")
+    )
+
+    errors.init_app(app)
+    auth.init_app(app)
+    api.init_app(app)
+    return app

@@ -1,0 +1,27 @@
+"""Configuration read from the environment when the app is created."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+DEFAULT_BACKEND = "sqlite:///settings.db"
+
+#: Environment variable -> (config key, default). One place for every variable we read.
+ENVIRONMENT = {
+    "SETTINGS_BACKEND": DEFAULT_BACKEND,
+    "SETTINGS_REGISTRY_FILE": None,
+    "SETTINGS_SECRET_KEY": None,
+    "SETTINGS_ADMIN_USER": None,
+    "SETTINGS_ADMIN_PASSWORD": None,
+    "SETTINGS_TRUSTED_ORIGINS": "",
+    "SETTINGS_STORAGE_TIMEOUT": "2.0",
+    "INVENTREE_CURRENCY_CODES": None,
+}
+
+
+def from_environment(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The settings-server configuration found in ``environ`` (default: ``os.environ``)."""
+    environ = os.environ if environ is None else environ
+    return {name: environ.get(name, default) for name, default in ENVIRONMENT.items()}

@@ -1,0 +1,89 @@
+"""One JSON error shape for every response under /api/, shaped like DRF's."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, NoReturn
+
+from flask import Flask, Response, request
+from werkzeug.exceptions import HTTPException
+
+from backends import StorageUnavailable
+
+NOT_FOUND = "Not found."
+PERMISSION_DENIED = "You do not have permission to perform this action."
+NOT_AUTHENTICATED = "Authentication credentials were not provided."
+
+
+def json_response(body: Any, status: int = 200, *, spaced: bool = False) -> Response:
+    """A JSON response as DRF renders it: compact and raw UTF-8, or as Django's JsonResponse
+    (``spaced``: spaces after separators, ASCII escapes). The content type carries no charset."""
+    if spaced:
+        text = json.dumps(body)
+    else:
+        text = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+    return Response(text, status=status, mimetype="application/json")
+
+
+class ApiError(HTTPException):
+    """An error whose JSON body is given whole, e.g. ``{"value": ["..."]}``."""
+
+    def __init__(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+        super().__init__()
+        self.code = status
+        self.body = body
+        self.extra_headers = headers or {}
+
+    def get_response(self, environ=None, scope=None) -> Response:
+        response = json_response(self.body, self.code)
+        response.headers.update(self.extra_headers)
+        return response
+
+
+def fail(status: int, body: Any, headers: dict[str, str] | None = None) -> NoReturn:
+    raise ApiError(status, body, headers)
+
+
+def fail_detail(status: int, detail: str, headers: dict[str, str] | None = None) -> NoReturn:
+    raise ApiError(status, {"detail": detail}, headers)
+
+
+def not_found() -> NoReturn:
+    fail_detail(404, NOT_FOUND)
+
+
+def _handle_http_exception(exc: HTTPException) -> Response:
+    if isinstance(exc, ApiError):
+        return exc.get_response()
+    if exc.code == 404 and request.url_rule is None:
+        # No route matched: InvenTree's catch-all answers with Django's spaced JSON.
+        return json_response(
+            {"detail": "API endpoint not found", "url": request.url}, 404, spaced=True
+        )
+    if exc.code == 405:
+        response = json_response({"detail": f'Method "{request.method}" not allowed.'}, 405)
+        allowed = exc.get_response().headers.get("Allow")
+        if allowed:
+            response.headers["Allow"] = allowed
+        return response
+    detail = exc.description if exc.code and exc.code < 500 else "A server error occurred."
+    return json_response({"detail": detail}, exc.code or 500)
+
+
+def _handle_storage_unavailable(exc: StorageUnavailable) -> Response:
+    response = json_response({"detail": f"Storage unavailable: {exc}"}, 503)
+    response.headers["Retry-After"] = "5"
+    return response
+
+
+def _handle_unexpected(exc: Exception) -> Response:
+    if isinstance(exc, HTTPException):
+        return _handle_http_exception(exc)
+    return json_response({"detail": "A server error occurred."}, 500)
+
+
+def init_app(app: Flask) -> None:
+    app.register_error_handler(HTTPException, _handle_http_exception)
+    app.register_error_handler(StorageUnavailable, _handle_storage_unavailable)
+    if not app.testing:
+        app.register_error_handler(Exception, _handle_unexpected)
