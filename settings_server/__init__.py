@@ -37,7 +37,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         store, registry, currency_codes_override=app.config.get("INVENTREE_CURRENCY_CODES")
     )
 
-    errors.init_app(app)
     auth.init_app(app)
     api.init_app(app)
+    errors.init_app(app)  # after flask-smorest, whose own error handler it replaces
     return app
