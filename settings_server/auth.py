@@ -1,46 +1,299 @@
-"""Authentication: Token, then Basic, then session cookie (SPEC §3).
+"""Authentication and permissions for everything under ``/api/`` (SPEC §3, §4).
 
-INTERFACE (used by the settings API; the auth work fills in the implementation):
+``init_app(app)`` registers a ``before_request`` hook that authenticates every request under
+``/api/`` and leaves the result in ``flask.g.user`` (a :class:`~settings_server.users.User` or
+``None``). Schemes are tried in DRF's order:
 
-* ``init_app(app)`` registers a ``before_request`` hook that authenticates every request under
-  ``/api/`` and leaves the result in ``flask.g.user`` (a :class:`settings_server.users.User` or
-  ``None``). Invalid credentials end the request with 401 right there.
-* ``current_user()`` -> ``User | None``
-* ``require_user()`` -> ``User``: 401 "Authentication credentials were not provided." (with
-  ``WWW-Authenticate: Token``) for anonymous callers.
-* ``require_staff()`` -> ``User``: as ``require_user``, then 403 for non-staff users.
+1. ``Authorization: Token <key>`` (keyword case-insensitive);
+2. ``Authorization: Basic base64(user:password)``;
+3. the signed ``sessionid`` cookie, with CSRF checks for unsafe methods (§3.3).
+
+Invalid Token or Basic credentials end the request with 401 and ``WWW-Authenticate: Token``;
+they never fall back to anonymous access. Any other ``Authorization`` scheme (``Bearer``) counts
+as no credentials. A session cookie that is expired, forged, or made before the user's password
+changed counts as no session, as in Django.
+
+Views call :func:`current_user`, :func:`require_user`, :func:`require_staff` or
+:func:`require_superuser`.
+
+Nothing here touches the store at import time or in ``init_app``: the secret key and the admin
+bootstrap are loaded on the first request that needs them.
 """
 
 from __future__ import annotations
 
-from flask import Flask, g
+import base64
+import binascii
+import hashlib
+import hmac
+import re
+import secrets
+import threading
+from typing import Any, NoReturn
+
+from flask import Flask, Response, current_app, g, request
+from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from .errors import NOT_AUTHENTICATED, PERMISSION_DENIED, fail_detail
+from .tokens import TokenRejected, TokenStore
+from .users import DuplicateUser, User, UserDirectory
 
 WWW_AUTHENTICATE = {"WWW-Authenticate": "Token"}
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+
+SESSION_COOKIE = "sessionid"
+SESSION_MAX_AGE = 1_209_600  # two weeks, Django's default
+CSRF_COOKIE = "csrftoken"
+CSRF_HEADER = "X-CSRFToken"
+CSRF_MAX_AGE = 31_449_600  # one year, Django's default
+
+#: Where the generated secret key is kept when ``SETTINGS_SECRET_KEY`` is not set.
+SECRET_NAMESPACE = "server"
+SECRET_ENTRY = "secret_key"
+
+# The whitespace DRF splits the Authorization header on (bytes.split()).
+_HEADER_SPACE = re.compile(r"[ \t\n\r\x0b\x0c]+")
+
+
+class Authenticator:
+    """Per-app authentication state: directories, the lazily loaded secret key and the
+    once-per-process admin bootstrap."""
+
+    def __init__(self, app: Flask) -> None:
+        store = app.extensions["settings_store"]
+        self.store = store
+        self.users = UserDirectory(store)
+        self.tokens = TokenStore(store, self.users)
+        self._configured_secret: str | None = app.config.get("SETTINGS_SECRET_KEY") or None
+        self._secret: str | None = None
+        self._admin = (
+            app.config.get("SETTINGS_ADMIN_USER") or None,
+            app.config.get("SETTINGS_ADMIN_PASSWORD") or None,
+        )
+        self._bootstrapped = False
+        self._lock = threading.Lock()
+        self.trusted_origins = frozenset(
+            origin.strip().rstrip("/").lower()
+            for origin in (app.config.get("SETTINGS_TRUSTED_ORIGINS") or "").split(",")
+            if origin.strip()
+        )
+
+    # -- secret key ------------------------------------------------------------------------
+
+    @property
+    def secret_key(self) -> str:
+        """``SETTINGS_SECRET_KEY``, else the key kept in the store, created there once (set if
+        absent) so that every worker and every restart signs with the same key."""
+        if self._configured_secret:
+            return self._configured_secret
+        if self._secret is None:
+            candidate = secrets.token_urlsafe(48)
+            self.store.compare_and_set(SECRET_NAMESPACE, SECRET_ENTRY, None, candidate)
+            self._secret = self.store.get(SECRET_NAMESPACE, SECRET_ENTRY)
+        return self._secret
+
+    # -- admin bootstrap -------------------------------------------------------------------
+
+    def bootstrap_admin(self) -> User | None:
+        """Create ``SETTINGS_ADMIN_USER`` (superuser and staff) with ``SETTINGS_ADMIN_PASSWORD``
+        when both are set and the store has no users; the created user, else ``None``. Safe to
+        race from several processes: only one creation of the name can succeed."""
+        username, password = self._admin
+        if not username or not password or self.users.exists_any():
+            return None
+        try:
+            return self.users.create(username, password, is_staff=True, is_superuser=True)
+        except DuplicateUser:
+            return None
+
+    def bootstrap_once(self) -> None:
+        """:meth:`bootstrap_admin` on the first call in this process (retried if it failed)."""
+        if self._bootstrapped:
+            return
+        with self._lock:
+            if not self._bootstrapped:
+                self.bootstrap_admin()
+                self._bootstrapped = True
+
+    # -- sessions --------------------------------------------------------------------------
+
+    def _serializer(self) -> URLSafeTimedSerializer:
+        return URLSafeTimedSerializer(self.secret_key, salt="settings-server.session")
+
+    def _password_fingerprint(self, user: User) -> str:
+        """Ties a session to the password it was made with, without revealing the hash."""
+        key = self.secret_key.encode()
+        return hmac.new(key, user.password_hash.encode(), hashlib.sha256).hexdigest()[:32]
+
+    def session_cookie(self, user: User) -> str:
+        """A signed ``sessionid`` value for ``user``."""
+        return self._serializer().dumps({"u": user.id, "p": self._password_fingerprint(user)})
+
+    def user_from_session(self, cookie: str) -> User | None:
+        """The active user a session cookie belongs to, or ``None`` for a forged, expired or
+        outdated (password changed since) cookie."""
+        try:
+            payload = self._serializer().loads(cookie, max_age=SESSION_MAX_AGE)
+        except BadSignature:
+            return None
+        if not isinstance(payload, dict) or not isinstance(payload.get("u"), int):
+            return None
+        user = self.users.get(payload["u"])
+        if user is None or not user.is_active:
+            return None
+        if not hmac.compare_digest(str(payload.get("p")), self._password_fingerprint(user)):
+            return None
+        return user
+
+    def log_in(self, response: Response, user: User) -> None:
+        """Set ``sessionid`` and a fresh ``csrftoken`` on ``response``."""
+        secure = request.is_secure
+        response.set_cookie(
+            SESSION_COOKIE,
+            self.session_cookie(user),
+            max_age=SESSION_MAX_AGE,
+            httponly=True,
+            samesite="Lax",
+            secure=secure,
+        )
+        response.set_cookie(
+            CSRF_COOKIE,
+            secrets.token_urlsafe(24),
+            max_age=CSRF_MAX_AGE,
+            samesite="Lax",
+            secure=secure,
+        )
+
+    # -- CSRF ------------------------------------------------------------------------------
+
+    def check_csrf(self) -> None:
+        """403 unless the unsafe, session-authenticated request passes Django's checks in
+        Django's order: Origin, then the cookie, then the header matching it."""
+        origin = request.headers.get("Origin")
+        if origin is not None:
+            own = f"{request.scheme}://{request.host}".lower()
+            if origin.rstrip("/").lower() not in self.trusted_origins | {own}:
+                _csrf_failed(
+                    f"Origin checking failed - {origin} does not match any trusted origins."
+                )
+        cookie = request.cookies.get(CSRF_COOKIE)
+        if not cookie:
+            _csrf_failed("CSRF cookie not set.")
+        header = request.headers.get(CSRF_HEADER)
+        if not header:
+            _csrf_failed("CSRF token missing.")
+        if not hmac.compare_digest(header.encode(), cookie.encode()):
+            _csrf_failed("CSRF token from the 'X-Csrftoken' HTTP header incorrect.")
+
+
+def _csrf_failed(reason: str) -> NoReturn:
+    fail_detail(403, f"CSRF Failed: {reason}")
+
+
+def _unauthorized(detail: str) -> NoReturn:
+    fail_detail(401, detail, WWW_AUTHENTICATE)
+
+
+def authenticator(app: Flask | None = None) -> Authenticator:
+    """The app's :class:`Authenticator` (the current app by default)."""
+    return (app or current_app).extensions["settings_auth"]
 
 
 def init_app(app: Flask) -> None:
+    """Attach an :class:`Authenticator` (no store access) and the ``/api/`` auth hook."""
+    app.extensions["settings_auth"] = Authenticator(app)
     app.before_request(_authenticate)
 
 
 def _authenticate() -> None:
-    g.user = None  # placeholder until authentication lands
+    g.user = None
+    g.auth_scheme = None
+    if not request.path.startswith("/api/"):
+        return
+    auth = authenticator()
+    auth.bootstrap_once()
+    header = request.headers.get("Authorization", "")
+    parts = _HEADER_SPACE.split(header.strip(" \t\n\r\x0b\x0c")) if header.strip() else []
+    keyword = parts[0].lower() if parts else ""
+    if keyword == "token":
+        g.user, g.auth_scheme = _token_user(auth, parts), "token"
+    elif keyword == "basic":
+        g.user, g.auth_scheme = _basic_user(auth, parts), "basic"
+    else:
+        cookie = request.cookies.get(SESSION_COOKIE)
+        user = auth.user_from_session(cookie) if cookie else None
+        if user is not None:
+            g.user, g.auth_scheme = user, "session"
+            if request.method not in SAFE_METHODS:
+                auth.check_csrf()
 
 
-def current_user():
+def _token_user(auth: Authenticator, parts: list[str]) -> User:
+    if len(parts) == 1:
+        _unauthorized("Invalid token header. No credentials provided.")
+    if len(parts) > 2:
+        _unauthorized("Invalid token header. Token string should not contain spaces.")
+    try:
+        user, _ = auth.tokens.authenticate(parts[1])
+    except TokenRejected as exc:
+        _unauthorized(str(exc))
+    return user
+
+
+def _basic_user(auth: Authenticator, parts: list[str]) -> User:
+    if len(parts) == 1:
+        _unauthorized("Invalid basic header. No credentials provided.")
+    if len(parts) > 2:
+        _unauthorized("Invalid basic header. Credentials string should not contain spaces.")
+    try:
+        raw = base64.b64decode(parts[1])
+        try:
+            decoded = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            decoded = raw.decode("latin-1")
+        username, password = decoded.split(":", 1)
+    except (ValueError, binascii.Error):
+        _unauthorized("Invalid basic header. Credentials not correctly base64 encoded.")
+    user = auth.users.authenticate(username, password)
+    if user is None:
+        _unauthorized("Invalid username/password.")
+    return user
+
+
+def current_user() -> User | None:
+    """The authenticated user of this request, or ``None``."""
     return g.get("user")
 
 
-def require_user():
+def require_user() -> User:
+    """The authenticated user; 401 "Authentication credentials were not provided." with
+    ``WWW-Authenticate: Token`` for anonymous callers."""
     user = current_user()
     if user is None:
         fail_detail(401, NOT_AUTHENTICATED, WWW_AUTHENTICATE)
     return user
 
 
-def require_staff():
+def require_staff() -> User:
+    """As :func:`require_user`, then 403 for users who are not staff (global setting writes)."""
     user = require_user()
     if not user.is_staff:
         fail_detail(403, PERMISSION_DENIED)
     return user
+
+
+def require_superuser() -> User:
+    """As :func:`require_user`, then 403 for non-superusers (the §4 rule for POST on list
+    views, where only superusers get as far as 405)."""
+    user = require_user()
+    if not user.is_superuser:
+        fail_detail(403, PERMISSION_DENIED)
+    return user
+
+
+def request_metadata() -> dict[str, Any]:
+    """What is recorded on a token issued by this request (§11.2)."""
+    return {
+        "user_agent": request.headers.get("User-Agent", ""),
+        "remote_addr": request.remote_addr or "",
+    }

@@ -21,7 +21,8 @@ def init_app(app: Flask) -> None:
         {"info": {"description": f"settings-server {__version__}: InvenTree Settings API 327"}},
     )
     api = Api(app)
-    from . import root
+    from . import root, users
 
     api.register_blueprint(root.blp)
+    api.register_blueprint(users.blp)
     app.extensions["settings_api"] = api
