@@ -15,6 +15,14 @@ PERMISSION_DENIED = "You do not have permission to perform this action."
 NOT_AUTHENTICATED = "Authentication credentials were not provided."
 
 
+ALLOW_ORDER = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+
+
+def allow_header(methods) -> str:
+    """An ``Allow`` header value in DRF's order."""
+    return ", ".join(method for method in ALLOW_ORDER if method in methods)
+
+
 def json_response(body: Any, status: int = 200, *, spaced: bool = False) -> Response:
     """A JSON response as DRF renders it: compact and raw UTF-8, or as Django's JsonResponse
     (``spaced``: spaces after separators, ASCII escapes). The content type carries no charset."""
@@ -62,9 +70,8 @@ def _handle_http_exception(exc: HTTPException) -> Response:
         )
     if exc.code == 405:
         response = json_response({"detail": f'Method "{request.method}" not allowed.'}, 405)
-        allowed = exc.get_response().headers.get("Allow")
-        if allowed:
-            response.headers["Allow"] = allowed
+        if getattr(exc, "valid_methods", None):
+            response.headers["Allow"] = allow_header(exc.valid_methods)
         return response
     detail = exc.description if exc.code and exc.code < 500 else "A server error occurred."
     return json_response({"detail": detail}, exc.code or 500)

@@ -1,7 +1,244 @@
-"""Placeholder: the settings service lands with the settings API."""
+"""The settings service: registry definitions plus stored values, as the API serves them.
+
+Only stored values are kept in the store (wire strings, one namespace per kind and owner);
+every other field is derived from the registry. Reads never write (SPEC §14 row 5), except
+that a generated default (``INVENTREE_INSTANCE_ID``) is fixed the first time it is read.
+
+Primary keys are stable integers: each key of a kind gets an *ordinal* once, from a store
+counter, kept in the store forever. A global setting's pk is its ordinal; a per-user setting's
+pk is ``user_id * PK_STRIDE + ordinal``, unique across users and unchanged by restarts or by
+registry growth.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from backends import KeyValueStore
+
+from .registry import SettingDefinition, SettingsRegistry
+from .validation import normalise, sanitise
+from .validators import Context
+
+PK_STRIDE = 10_000  # room for this many keys per kind; ordinals beyond it are refused
+MISSING = object()  # a write body without a ``value``
+
+
+class SettingNotFound(LookupError):
+    """No such setting for this caller (answered 404 ``Not found.``)."""
+
+
+@dataclass(frozen=True)
+class Kind:
+    """Global, user or notification settings: where they are stored and how they are shown."""
+
+    name: str
+    typ: str  # the constant ``typ`` field on the wire
+    per_user: bool
+
+    def namespace(self, user_id: int | None) -> str:
+        return f"user:{user_id}/{self.name}" if self.per_user else self.name
+
+
+GLOBAL = Kind("global", "inventree", per_user=False)
+USER = Kind("user", "user", per_user=True)
+NOTIFICATION = Kind("notification", "notification", per_user=True)
+KINDS = {kind.name: kind for kind in (GLOBAL, USER, NOTIFICATION)}
+
+_ORPHAN = SettingDefinition(key="")  # stored key no longer in the registry: empty definition
 
 
 class SettingsService:
-    def __init__(self, store, registry, currency_codes_override=None):
+    """Read and write settings of every kind for one store and one registry."""
+
+    def __init__(
+        self,
+        store: KeyValueStore,
+        registry: SettingsRegistry,
+        currency_codes_override: str | None = None,
+    ) -> None:
         self.store = store
         self.registry = registry
+        self._currency_override = currency_codes_override
+        self._definitions = {
+            GLOBAL: {k: d for k, d in registry.global_settings.items() if not k.startswith("_")},
+            USER: {k: d for k, d in registry.user_settings.items() if not k.startswith("_")},
+            NOTIFICATION: registry.notification_settings,
+        }
+        self._static_choices = {
+            key: [{"value": c.value, "display_name": c.label} for c in d.choices]
+            for defs in self._definitions.values()
+            for key, d in defs.items()
+        }
+        self._ordinals: dict[Kind, dict[str, int]] = {}
+        self._keys_by_ordinal: dict[Kind, dict[int, str]] = {}
+        self._lock = threading.Lock()
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def definitions(self, kind: Kind) -> Mapping[str, SettingDefinition]:
+        return self._definitions[kind]
+
+    def list(self, kind: Kind, user_id: int | None = None) -> list[dict[str, Any]]:
+        """Every served setting of ``kind`` (for ``user_id``), in pk order, in one read."""
+        ordinals = self._ordinals_for(kind)
+        stored = self.store.get_all(kind.namespace(user_id))
+        definitions = self._definitions[kind]
+        rows = [
+            self._row(kind, definition, ordinals[key], stored, user_id)
+            for key, definition in definitions.items()
+        ]
+        for key in stored.keys() - definitions.keys():
+            if key in ordinals and not key.startswith("_"):
+                rows.append(self._row(kind, _ORPHAN, ordinals[key], stored, user_id, key=key))
+        rows.sort(key=lambda row: row["pk"])
+        return rows
+
+    def get(self, kind: Kind, key: str, user_id: int | None = None) -> dict[str, Any]:
+        """One setting by key (case-insensitive); :class:`SettingNotFound` if not served."""
+        definition = self._definition(kind, key)
+        ordinal = self._ordinals_for(kind)[definition.key]
+        stored = self._read(kind, definition, user_id)
+        return self._row(kind, definition, ordinal, stored, user_id)
+
+    def get_by_pk(self, kind: Kind, pk: int, user_id: int) -> dict[str, Any]:
+        """A per-user setting by pk; another user's pk is :class:`SettingNotFound` too."""
+        owner, ordinal = divmod(pk, PK_STRIDE)
+        self._ordinals_for(kind)
+        key = self._keys_by_ordinal[kind].get(ordinal)
+        if owner != user_id or key not in self._definitions[kind]:
+            raise SettingNotFound(pk)
+        return self.get(kind, key, user_id)
+
+    def values(self, kind: Kind, keys: Iterable[str], user_id: int | None = None) -> dict[str, str]:
+        """Current wire values of ``keys`` (defaults where nothing is stored), in one read."""
+        definitions = [self._definition(kind, key) for key in keys]
+        stored = self.store.get_many(kind.namespace(user_id), [d.key for d in definitions])
+        return {d.key: self._value(kind, d, stored, user_id) for d in definitions}
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def update(
+        self, kind: Kind, key: str, value: Any = MISSING, user_id: int | None = None
+    ) -> dict[str, Any]:
+        """Validate and store ``value`` (SPEC §5.3); ``MISSING`` re-saves the current value.
+
+        Raises :class:`SettingNotFound` or :class:`~settings_server.validators.ValidationFailed`.
+        """
+        definition = self._definition(kind, key)
+        ordinal = self._ordinals_for(kind)[definition.key]
+        stored = self._read(kind, definition, user_id)
+        if value is not MISSING:
+            text = sanitise(value)
+            context = Context(
+                related={k: self._value(kind, self._definitions[kind].get(k, _ORPHAN), stored, user_id)
+                         for k in definition.related_keys},
+                currencies=self.registry.currencies,
+            )
+            choices = [c["value"] for c in self._choices(kind, definition, stored, user_id)]
+            stored = dict(stored)
+            stored[definition.key] = normalise(definition, text, choices, context)
+            self.store.set(kind.namespace(user_id), definition.key, stored[definition.key])
+        if definition.requires_restart:
+            self.store.set(GLOBAL.namespace(None), "SERVER_RESTART_REQUIRED", "True")
+        return self._row(kind, definition, ordinal, stored, user_id)
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _definition(self, kind: Kind, key: str) -> SettingDefinition:
+        definition = self._definitions[kind].get(str(key).upper())
+        if definition is None:
+            raise SettingNotFound(key)
+        return definition
+
+    def _read(self, kind: Kind, definition: SettingDefinition, user_id: int | None) -> dict:
+        keys = [definition.key, *definition.related_keys]
+        return self.store.get_many(kind.namespace(user_id), keys)
+
+    def _value(self, kind: Kind, definition: SettingDefinition, stored: Mapping, user_id) -> str:
+        value = stored.get(definition.key)
+        if value is not None:
+            return value
+        if definition.default_factory == "uuid4":
+            return self._generated(kind, definition, user_id)
+        return definition.wire_default
+
+    def _generated(self, kind: Kind, definition: SettingDefinition, user_id) -> str:
+        namespace = kind.namespace(user_id)
+        self.store.compare_and_set(namespace, definition.key, None, str(uuid.uuid4()))
+        return self.store.get(namespace, definition.key)  # ours, or a concurrent winner's
+
+    def _choices(self, kind: Kind, definition, stored: Mapping, user_id) -> list[dict[str, str]]:
+        if definition.choices_from != "currencies":
+            return self._static_choices.get(definition.key, [])
+        codes = self._currency_override
+        if codes is None:
+            codes = self._value(kind, self._definitions[kind]["CURRENCY_CODES"], stored, user_id)
+        choices, seen = [], set()
+        for part in codes.split(","):
+            code = part.strip().upper()
+            if code in self.registry.currencies and code not in seen:
+                seen.add(code)
+                choices.append({"value": code, "display_name": self.registry.currencies[code]})
+        return choices
+
+    def _row(self, kind, definition, ordinal, stored, user_id, key=None) -> dict[str, Any]:
+        key = key or definition.key
+        pk = user_id * PK_STRIDE + ordinal if kind.per_user else ordinal
+        if definition is _ORPHAN:
+            value = stored[key]
+        elif definition.protected:
+            value = "***"
+        else:
+            value = self._value(kind, definition, stored, user_id)
+        row: dict[str, Any] = {
+            "pk": pk,
+            "key": key,
+            "value": value,
+            "name": definition.name,
+            "description": definition.description,
+        }
+        if kind is USER:
+            row["user"] = user_id
+        row["type"] = definition.wire_type
+        if kind is not NOTIFICATION:
+            row["units"] = definition.units
+        row["choices"] = self._choices(kind, definition, stored, user_id)
+        row["model_name"] = None
+        if kind is NOTIFICATION:
+            row["model_filters"] = definition.model_filters
+        row["api_url"] = None
+        row["typ"] = kind.typ
+        if kind is NOTIFICATION:
+            row["required"] = definition.required
+            row["method"] = definition.method
+        return row
+
+    def _ordinals_for(self, kind: Kind) -> dict[str, int]:
+        """key -> ordinal, allocating ordinals for keys seen for the first time.
+
+        Ordinals never change once stored, so each process keeps them after the first read.
+        Concurrent first allocations are settled by compare-and-set: one value wins.
+        """
+        known = self._ordinals.get(kind)
+        if known is not None:
+            return known
+        with self._lock:
+            namespace = f"pk/{kind.name}"
+            known = {k: int(v) for k, v in self.store.get_all(namespace).items()}
+            for key in self._definitions[kind]:
+                if key in known:
+                    continue
+                ordinal = self.store.incr(namespace)
+                if kind.per_user and ordinal >= PK_STRIDE:
+                    raise RuntimeError(f"more than {PK_STRIDE - 1} {kind.name} settings")
+                if not self.store.compare_and_set(namespace, key, None, ordinal):
+                    ordinal = int(self.store.get(namespace, key))
+                known[key] = ordinal
+            self._keys_by_ordinal[kind] = {ordinal: key for key, ordinal in known.items()}
+            self._ordinals[kind] = known
+            return known

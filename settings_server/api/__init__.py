@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from flask import Flask
+from flask import Flask, current_app, request
 from flask_smorest import Api
+from werkzeug.exceptions import MethodNotAllowed
 
-from .. import __version__
+from .. import __version__, auth
+from ..errors import PERMISSION_DENIED, allow_header, fail_detail
+
+JSON_TYPES = ("application/json", "application/*", "*/*")
 
 
 def init_app(app: Flask) -> None:
@@ -14,15 +18,87 @@ def init_app(app: Flask) -> None:
     app.config.setdefault("OPENAPI_VERSION", "3.0.3")
     app.config.setdefault("OPENAPI_URL_PREFIX", "/api")
     app.config.setdefault("OPENAPI_JSON_PATH", "schema/")
-    app.config.setdefault("OPENAPI_SWAGGER_UI_PATH", "docs/")
-    app.config.setdefault("OPENAPI_SWAGGER_UI_URL", "https://cdn.jsdelivr.net/npm/swagger-ui-dist/")
+    app.config.setdefault("OPENAPI_REDOC_PATH", "docs/")
+    app.config.setdefault("OPENAPI_REDOC_URL", "https://cdn.jsdelivr.net/npm/redoc/bundles/redoc.standalone.js")
     app.config.setdefault(
         "API_SPEC_OPTIONS",
-        {"info": {"description": f"settings-server {__version__}: InvenTree Settings API 327"}},
+        {
+            "info": {"description": f"settings-server {__version__}: InvenTree Settings API 327"},
+            "components": {
+                "securitySchemes": {
+                    "tokenAuth": {"type": "apiKey", "in": "header", "name": "Authorization",
+                                  "description": 'Token authentication: "Token <key>"'},
+                    "basicAuth": {"type": "http", "scheme": "basic"},
+                    "cookieAuth": {"type": "apiKey", "in": "cookie", "name": "sessionid"},
+                }
+            },
+            "security": [{"tokenAuth": []}, {"basicAuth": []}, {"cookieAuth": []}],
+        },
     )
     api = Api(app)
-    from . import root, users
+    registry = app.extensions["settings_registry"]
 
+    from . import root, schemas, settings
+
+    for name, definitions in (
+        ("global_key", registry.global_settings),
+        ("user_key", registry.user_settings),
+    ):
+        converter = type(f"{name}_converter", (settings.WordConverter,), {})
+        app.url_map.converters[name] = converter
+        keys = [key for key in definitions if not key.startswith("_")]
+        api.register_converter(
+            converter, lambda _c, keys=keys: {"type": "string", "pattern": r"^\w+$", "enum": keys}
+        )
+    schemas.register(api, registry)
     api.register_blueprint(root.blp)
-    api.register_blueprint(users.blp)
+    api.register_blueprint(settings.blp)
+    try:
+        from . import users
+    except ImportError:  # authentication endpoints not built yet
+        users = None
+    if users is not None:
+        api.register_blueprint(users.blp)
     app.extensions["settings_api"] = api
+    # Negotiation runs before authentication, the method check after it.
+    app.before_request_funcs.setdefault(None, []).insert(0, negotiate)
+    app.before_request(refuse_unsupported_method)
+    app.after_request(add_allow_header)
+
+
+def negotiate() -> None:
+    """DRF content negotiation, which runs before authentication (SPEC §1)."""
+    if not request.path.startswith("/api/"):
+        return
+    if request.args.get("format", "json") != "json":
+        fail_detail(404, "Not found.")
+    accepted = [value for value, _quality in request.accept_mimetypes]
+    if accepted and not any(value in JSON_TYPES for value in accepted):
+        fail_detail(406, "Could not satisfy the request Accept header.")
+
+
+def refuse_unsupported_method() -> None:
+    """A method a route lacks: permission errors first, then 405 (SPEC §4.1).
+
+    Views declare ``unsupported_methods_need``: who gets the 405 rather than 403
+    (``"superuser"``, ``"staff"``, or ``None`` for everybody, anonymous included).
+    """
+    if not isinstance(request.routing_exception, MethodNotAllowed):
+        return
+    adapter = current_app.url_map.bind_to_environ(request.environ)
+    endpoint, _ = adapter.match(method="GET")
+    view = current_app.view_functions[endpoint]
+    need = getattr(getattr(view, "view_class", None), "unsupported_methods_need", None)
+    if need is None:
+        return
+    user = auth.require_user()
+    if not (user.is_superuser if need == "superuser" else user.is_staff):
+        fail_detail(403, PERMISSION_DENIED)
+
+
+def add_allow_header(response):
+    """``Allow`` on every routed API response, in DRF's order."""
+    rule = request.url_rule
+    if rule is not None and request.path.startswith("/api/settings/") and rule.methods:
+        response.headers["Allow"] = allow_header(rule.methods)
+    return response
