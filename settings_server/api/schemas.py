@@ -41,12 +41,12 @@ def _setting_fields(kind: str) -> dict[str, fields.Field]:
     return spec
 
 
-class ErrorSchema(Schema):
-    """DRF-shaped error: ``detail``, or field names mapping to lists of messages."""
-
-    detail = fields.String()
-    non_field_errors = fields.List(fields.String())
-    value = fields.List(fields.String())
+# DRF-shaped error: ``detail`` (and ``url`` for unrouted paths), or fields -> messages.
+ERROR_SCHEMA = {
+    "type": "object",
+    "properties": {"detail": {"type": "string"}, "url": {"type": "string"}},
+    "additionalProperties": {"type": "array", "items": {"type": "string"}},
+}
 
 
 NAMES = {"global": "GlobalSettings", "user": "UserSettings", "notification": "NotificationUserSetting"}
@@ -72,7 +72,7 @@ def register(api: Api, registry: SettingsRegistry) -> None:
                 },
             },
         )
-    api.spec.components.schema("ApiError", schema=ErrorSchema)
+    api.spec.components.schema("ApiError", ERROR_SCHEMA)
 
 
 def ref(name: str) -> dict[str, str]:
