@@ -29,10 +29,13 @@ import hmac
 import re
 import secrets
 import threading
+from collections.abc import Mapping
 from typing import Any, NoReturn
 
 from flask import Flask, Response, current_app, g, request
 from itsdangerous import BadSignature, URLSafeTimedSerializer
+
+from backends import KeyValueStore
 
 from .errors import NOT_AUTHENTICATED, PERMISSION_DENIED, fail_detail
 from .tokens import TokenRejected, TokenStore
@@ -59,22 +62,23 @@ class Authenticator:
     """Per-app authentication state: directories, the lazily loaded secret key and the
     once-per-process admin bootstrap."""
 
-    def __init__(self, app: Flask) -> None:
-        store = app.extensions["settings_store"]
+    def __init__(self, store: KeyValueStore, config: Mapping[str, Any]) -> None:
+        """``config`` supplies ``SETTINGS_SECRET_KEY``, ``SETTINGS_ADMIN_USER``,
+        ``SETTINGS_ADMIN_PASSWORD`` and ``SETTINGS_TRUSTED_ORIGINS``. Does not touch ``store``."""
         self.store = store
         self.users = UserDirectory(store)
         self.tokens = TokenStore(store, self.users)
-        self._configured_secret: str | None = app.config.get("SETTINGS_SECRET_KEY") or None
+        self._configured_secret: str | None = config.get("SETTINGS_SECRET_KEY") or None
         self._secret: str | None = None
         self._admin = (
-            app.config.get("SETTINGS_ADMIN_USER") or None,
-            app.config.get("SETTINGS_ADMIN_PASSWORD") or None,
+            config.get("SETTINGS_ADMIN_USER") or None,
+            config.get("SETTINGS_ADMIN_PASSWORD") or None,
         )
         self._bootstrapped = False
         self._lock = threading.Lock()
         self.trusted_origins = frozenset(
             origin.strip().rstrip("/").lower()
-            for origin in (app.config.get("SETTINGS_TRUSTED_ORIGINS") or "").split(",")
+            for origin in (config.get("SETTINGS_TRUSTED_ORIGINS") or "").split(",")
             if origin.strip()
         )
 
@@ -201,7 +205,7 @@ def authenticator(app: Flask | None = None) -> Authenticator:
 
 def init_app(app: Flask) -> None:
     """Attach an :class:`Authenticator` (no store access) and the ``/api/`` auth hook."""
-    app.extensions["settings_auth"] = Authenticator(app)
+    app.extensions["settings_auth"] = Authenticator(app.extensions["settings_store"], app.config)
     app.before_request(_authenticate)
 
 
