@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from flask import Flask, current_app, request
 from flask_smorest import Api
-from werkzeug.exceptions import MethodNotAllowed
+from werkzeug.exceptions import MethodNotAllowed, NotFound
+from werkzeug.routing import RequestRedirect
 
 from .. import __version__, auth
-from ..errors import PERMISSION_DENIED, allow_header, fail_detail
+from ..errors import PERMISSION_DENIED, allow_header, fail_detail, json_response
 
 JSON_TYPES = ("application/json", "application/*", "*/*")
 
@@ -62,7 +63,7 @@ def init_app(app: Flask) -> None:
     app.extensions["settings_api"] = api
     # Negotiation runs before authentication, the method check after it.
     app.before_request_funcs.setdefault(None, []).insert(0, negotiate)
-    app.before_request(refuse_unsupported_method)
+    app.before_request(check_route)
     app.after_request(add_allow_header)
 
 
@@ -77,14 +78,23 @@ def negotiate() -> None:
         fail_detail(406, "Could not satisfy the request Accept header.")
 
 
-def refuse_unsupported_method() -> None:
-    """A method a route lacks: permission errors first, then 405 (SPEC §4.1).
+def check_route():
+    """What InvenTree decides after authentication and before the view runs.
 
-    Views declare ``unsupported_methods_need``: who gets the 405 rather than 403
-    (``"superuser"``, ``"staff"``, or ``None`` for everybody, anonymous included).
+    * A missing trailing slash is not redirected: the path is unrouted (SPEC §1).
+    * OPTIONS answers the view's metadata to authenticated callers.
+    * A method a route lacks: permission errors first, then 405 (SPEC §4.1). Views declare
+      ``unsupported_methods_need``: who gets the 405 rather than 403 (``"superuser"``,
+      ``"staff"``, or ``None`` for everybody, anonymous included).
     """
+    if not request.path.startswith("/api"):
+        return None
+    if isinstance(request.routing_exception, RequestRedirect):
+        raise NotFound()
+    if request.method == "OPTIONS" and request.url_rule is not None:
+        return _metadata()
     if not isinstance(request.routing_exception, MethodNotAllowed):
-        return
+        return None
     adapter = current_app.url_map.bind_to_environ(request.environ)
     endpoint, _ = adapter.match(method="GET")
     view = current_app.view_functions[endpoint]
@@ -94,6 +104,22 @@ def refuse_unsupported_method() -> None:
     user = auth.require_user()
     if not (user.is_superuser if need == "superuser" else user.is_staff):
         fail_detail(403, PERMISSION_DENIED)
+    return None
+
+
+def _metadata():
+    if request.path.startswith("/api/settings/"):
+        auth.require_user()
+    view = current_app.view_functions[request.url_rule.endpoint]
+    view_class = getattr(view, "view_class", None)
+    return json_response(
+        {
+            "name": view_class.__name__ if view_class else request.url_rule.endpoint,
+            "description": (view_class.__doc__ or "").strip() if view_class else "",
+            "renders": ["application/json"],
+            "parses": ["application/json", "application/x-www-form-urlencoded", "multipart/form-data"],
+        }
+    )
 
 
 def add_allow_header(response):
