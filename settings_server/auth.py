@@ -2,7 +2,8 @@
 
 ``init_app(app)`` registers a ``before_request`` hook that authenticates every request under
 ``/api/`` and leaves the result in ``flask.g.user`` (a :class:`~settings_server.users.User` or
-``None``). Schemes are tried in DRF's order:
+``None``) and the scheme that succeeded in ``flask.g.auth_scheme`` (``"token"``, ``"basic"``,
+``"session"`` or ``None``). Schemes are tried in DRF's order:
 
 1. ``Authorization: Token <key>`` (keyword case-insensitive);
 2. ``Authorization: Basic base64(user:password)``;

@@ -69,8 +69,10 @@ def test_no_credentials(client):
         ("Basic", "Invalid basic header. No credentials provided."),
         ("Basic a b", "Invalid basic header. Credentials string should not contain spaces."),
         ("Basic !!!", "Invalid basic header. Credentials not correctly base64 encoded."),
-        ("Basic " + base64.b64encode(b"no-colon").decode(),
-         "Invalid basic header. Credentials not correctly base64 encoded."),
+        (
+            "Basic " + base64.b64encode(b"no-colon").decode(),
+            "Invalid basic header. Credentials not correctly base64 encoded.",
+        ),
         ("Bearer abc", "Authentication credentials were not provided."),
     ],
 )
@@ -135,8 +137,9 @@ def test_deleted_user_token_is_invalid(app, client, alice, auth_headers):
 def test_token_endpoint_issues_a_token(app, client, alice):
     moment = datetime(2026, 11, 29, 10, 0, tzinfo=UTC)
     set_clock(app, moment)
-    response = client.get(TOKEN, query_string={"name": "  my client\t"},
-                          headers=basic("alice", "pw-alice"))
+    response = client.get(
+        TOKEN, query_string={"name": "  my client\t"}, headers=basic("alice", "pw-alice")
+    )
     assert response.status_code == 200
     data = body(response)
     assert list(data) == ["token", "name", "expiry"]
@@ -150,14 +153,16 @@ def test_token_endpoint_issues_a_token(app, client, alice):
 
 def test_token_name_defaults_to_empty_and_is_truncated(client, alice):
     assert body(client.get(TOKEN, headers=basic("alice", "pw-alice")))["name"] == ""
-    long = body(client.get(TOKEN, query_string={"name": "x" * 150},
-                           headers=basic("alice", "pw-alice")))
+    long = body(
+        client.get(TOKEN, query_string={"name": "x" * 150}, headers=basic("alice", "pw-alice"))
+    )
     assert long["name"] == "x" * 100
 
 
 def test_token_name_with_html_is_rejected(client, alice):
-    response = client.get(TOKEN, query_string={"name": "<b>x</b>"},
-                          headers=basic("alice", "pw-alice"))
+    response = client.get(
+        TOKEN, query_string={"name": "<b>x</b>"}, headers=basic("alice", "pw-alice")
+    )
     assert response.status_code == 400
     assert response.data == b'{"non_field_errors":["Remove HTML tags from this value"]}'
 
@@ -170,7 +175,9 @@ def test_token_endpoint_needs_authentication_and_only_gets(client, alice, auth_h
 
 def test_reissue_by_name_revokes_only_that_name(client, alice):
     def issue(name):
-        response = client.get(TOKEN, query_string={"name": name}, headers=basic("alice", "pw-alice"))
+        response = client.get(
+            TOKEN, query_string={"name": name}, headers=basic("alice", "pw-alice")
+        )
         return {"Authorization": f"Token {body(response)['token']}"}
 
     first, other = issue("laptop"), issue("phone")
@@ -203,8 +210,12 @@ def test_token_expires_after_365_days(app, client, alice, auth_headers):
 
 
 def test_tokens_are_stored_only_as_hashes(app, client, alice):
-    response = client.get(TOKEN, query_string={"name": "n"}, headers=basic("alice", "pw-alice"),
-                          environ_base={"HTTP_USER_AGENT": "pytest-agent", "REMOTE_ADDR": "10.1.2.3"})
+    response = client.get(
+        TOKEN,
+        query_string={"name": "n"},
+        headers=basic("alice", "pw-alice"),
+        environ_base={"HTTP_USER_AGENT": "pytest-agent", "REMOTE_ADDR": "10.1.2.3"},
+    )
     key = body(response)["token"]
     store = app.extensions["settings_store"]
     dump = json.dumps({ns: store.get_all(ns) for ns in store.namespaces()})
@@ -241,13 +252,34 @@ def test_me_body(client, make_user, auth_headers):
     response = client.get(ME, headers=auth_headers(boss))
     assert response.headers["Content-Type"] == "application/json"
     data = json.loads(response.data)
-    assert list(data) == ["pk", "username", "first_name", "last_name", "email", "groups",
-                          "is_staff", "is_superuser", "is_active", "profile"]
+    assert list(data) == [
+        "pk",
+        "username",
+        "first_name",
+        "last_name",
+        "email",
+        "groups",
+        "is_staff",
+        "is_superuser",
+        "is_active",
+        "profile",
+    ]
     assert data["pk"] == boss.id and data["groups"] == []
     assert (data["is_staff"], data["is_superuser"], data["is_active"]) == (True, True, True)
-    assert list(data["profile"]) == ["language", "theme", "widgets", "displayname", "position",
-                                     "status", "location", "active", "contact", "type",
-                                     "organisation", "primary_group"]
+    assert list(data["profile"]) == [
+        "language",
+        "theme",
+        "widgets",
+        "displayname",
+        "position",
+        "status",
+        "location",
+        "active",
+        "contact",
+        "type",
+        "organisation",
+        "primary_group",
+    ]
     assert b", " not in response.data and b'": ' not in response.data
 
 
@@ -294,16 +326,23 @@ def test_secret_key_is_shared_through_the_store(tmp_path):
 
 
 def test_configured_secret_key_is_not_stored():
-    app = create_app({"TESTING": True, "SETTINGS_BACKEND": "memory://",
-                      "SETTINGS_SECRET_KEY": "configured"})
+    app = create_app(
+        {"TESTING": True, "SETTINGS_BACKEND": "memory://", "SETTINGS_SECRET_KEY": "configured"}
+    )
     assert authenticator(app).secret_key == "configured"
     assert list(app.extensions["settings_store"].namespaces()) == []
 
 
 def test_create_app_does_not_touch_the_store(tmp_path):
     missing = tmp_path / "no" / "such" / "dir" / "s.db"
-    app = create_app({"TESTING": True, "SETTINGS_BACKEND": f"sqlite:///{missing}",
-                      "SETTINGS_ADMIN_USER": "admin", "SETTINGS_ADMIN_PASSWORD": "pw"})
+    app = create_app(
+        {
+            "TESTING": True,
+            "SETTINGS_BACKEND": f"sqlite:///{missing}",
+            "SETTINGS_ADMIN_USER": "admin",
+            "SETTINGS_ADMIN_PASSWORD": "pw",
+        }
+    )
     assert not missing.parent.exists()
     assert app.extensions["settings_auth"] is authenticator(app)
 
@@ -358,8 +397,13 @@ def test_csrf_origin_check(session_client):
 
 
 def test_csrf_trusted_origins():
-    app = create_app({"TESTING": True, "SETTINGS_BACKEND": "memory://",
-                      "SETTINGS_TRUSTED_ORIGINS": "https://a.example, https://b.example:8443"})
+    app = create_app(
+        {
+            "TESTING": True,
+            "SETTINGS_BACKEND": "memory://",
+            "SETTINGS_TRUSTED_ORIGINS": "https://a.example, https://b.example:8443",
+        }
+    )
     authenticator(app).users.create("alice", "pw-alice")
     client = app.test_client()
     client.get(TOKEN, headers=basic("alice", "pw-alice"))
@@ -381,10 +425,16 @@ def test_token_and_basic_are_never_csrf_checked(session_client, auth_headers, al
 
 @pytest.fixture
 def guarded(app):
-    for name, check in (("user", require_user), ("staff", require_staff),
-                        ("super", require_superuser)):
-        app.add_url_rule(f"/api/test-guard/{name}/", f"guard_{name}",
-                         lambda check=check: json_response({"pk": check().id}))
+    for name, check in (
+        ("user", require_user),
+        ("staff", require_staff),
+        ("super", require_superuser),
+    ):
+        app.add_url_rule(
+            f"/api/test-guard/{name}/",
+            f"guard_{name}",
+            lambda check=check: json_response({"pk": check().id}),
+        )
     return app.test_client()
 
 
@@ -406,7 +456,9 @@ def test_permission_helpers(guarded, make_user, auth_headers, role, expected):
         response = guarded.get(f"/api/test-guard/{name}/", headers=headers)
         assert response.status_code == status, name
         if status == 403:
-            assert body(response) == {"detail": "You do not have permission to perform this action."}
+            assert body(response) == {
+                "detail": "You do not have permission to perform this action."
+            }
         if status == 401:
             assert response.headers["WWW-Authenticate"] == "Token"
 
@@ -491,11 +543,15 @@ def test_no_secret_in_logs_or_error_bodies(app, client, alice, caplog):
         client.get(ME, headers=basic("alice", "wrong-password-123")),
         client.get(ME, headers={"Authorization": f"Token {issued['token']}x"}),
         client.get(ME, headers={"Authorization": f"Token {issued['token']} extra"}),
-        client.get(TOKEN, query_string={"name": "<i>pw-alice</i>"}, headers=basic("alice", "pw-alice")),
+        client.get(
+            TOKEN, query_string={"name": "<i>pw-alice</i>"}, headers=basic("alice", "pw-alice")
+        ),
         client.post(ME, headers={"Authorization": f"Token {issued['token']}"}),
         client.post(ME, headers={"X-CSRFToken": "pw-alice"}),
     ]
-    client.get(TOKEN, query_string={"name": "x"}, headers={"Authorization": f"Token {issued['token']}"})
+    client.get(
+        TOKEN, query_string={"name": "x"}, headers={"Authorization": f"Token {issued['token']}"}
+    )
     assert [r.status_code for r in responses] == [401, 401, 401, 400, 405, 403]
     logged = "\n".join(record.getMessage() for record in caplog.records)
     for secret in secrets_seen:

@@ -38,7 +38,9 @@ def me(url: str, headers: dict[str, str]) -> int:
 
 
 def basic(username: str, password: str) -> dict[str, str]:
-    return {"Authorization": "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()}
+    return {
+        "Authorization": "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+    }
 
 
 def test_user_lifecycle(backend, capsys):
@@ -57,7 +59,9 @@ def test_user_lifecycle(backend, capsys):
     assert run(capsys, "user", "deactivate", "carol")[0] == 0
     assert me(backend, basic("carol", "pw-new")) == 401
     assert run(capsys, "user", "delete", "dave")[0] == 0
-    assert [line.split()[1] for line in run(capsys, "user", "list")[1].splitlines()[1:]] == ["carol"]
+    assert [line.split()[1] for line in run(capsys, "user", "list")[1].splitlines()[1:]] == [
+        "carol"
+    ]
 
 
 def test_password_prompt(backend, capsys, monkeypatch):
@@ -149,11 +153,20 @@ def test_console_script_in_a_subprocess(backend):
     script = os.path.join(os.path.dirname(sys.executable), "settings-server")
     created = subprocess.run(
         [script, "user", "create", "hank", "--password", "pw", "--superuser"],
-        env=env, capture_output=True, text=True, timeout=60,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert created.returncode == 0, created.stderr
     missing = subprocess.run(
-        [script, "user", "delete", "nobody"], env=env, capture_output=True, text=True, timeout=60
+        [script, "user", "delete", "nobody"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert missing.returncode == 1 and "no user named 'nobody'" in missing.stderr
     assert me(backend, basic("hank", "pw")) == 200

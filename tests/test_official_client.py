@@ -27,7 +27,12 @@ def free_port() -> int:
 
 def cli(env: dict[str, str], *argv: str) -> None:
     result = subprocess.run(
-        [str(BIN / "settings-server"), *argv], env=env, capture_output=True, text=True, timeout=60
+        [str(BIN / "settings-server"), *argv],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
 
@@ -49,7 +54,10 @@ def server(tmp_path_factory):
     url = f"http://127.0.0.1:{port}"
     process = subprocess.Popen(
         [str(BIN / "gunicorn"), "wsgi:app", "--bind", f"127.0.0.1:{port}", "--workers", "2"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     try:
         deadline = time.monotonic() + 30
