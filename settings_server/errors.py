@@ -10,6 +10,8 @@ from werkzeug.exceptions import HTTPException
 
 from backends import StorageUnavailable
 
+from .rendering import compact
+
 NOT_FOUND = "Not found."
 PERMISSION_DENIED = "You do not have permission to perform this action."
 NOT_AUTHENTICATED = "Authentication credentials were not provided."
@@ -26,10 +28,11 @@ def allow_header(methods) -> str:
 def json_response(body: Any, status: int = 200, *, spaced: bool = False) -> Response:
     """A JSON response as DRF renders it: compact and raw UTF-8, or as Django's JsonResponse
     (``spaced``: spaces after separators, ASCII escapes). The content type carries no charset."""
-    if spaced:
-        text = json.dumps(body)
-    else:
-        text = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+    return raw_json_response(json.dumps(body) if spaced else compact(body), status)
+
+
+def raw_json_response(text: str, status: int = 200) -> Response:
+    """A response whose body is JSON text already."""
     return Response(text, status=status, mimetype="application/json")
 
 

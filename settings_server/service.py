@@ -21,6 +21,7 @@ from typing import Any
 from backends import KeyValueStore
 
 from .registry import SettingDefinition, SettingsRegistry
+from .rendering import Row, RowTemplate, compact, encode_string, slot
 from .validation import normalise, sanitise
 from .validators import Context
 
@@ -74,6 +75,7 @@ class SettingsService:
             for defs in self._definitions.values()
             for key, d in defs.items()
         }
+        self._templates: dict[Kind, dict[str, RowTemplate]] = {kind: {} for kind in KINDS.values()}
         self._ordinals: dict[Kind, dict[str, int]] = {}
         self._keys_by_ordinal: dict[Kind, dict[int, str]] = {}
         self._lock = threading.Lock()
@@ -83,7 +85,7 @@ class SettingsService:
     def definitions(self, kind: Kind) -> Mapping[str, SettingDefinition]:
         return self._definitions[kind]
 
-    def list(self, kind: Kind, user_id: int | None = None) -> list[dict[str, Any]]:
+    def list(self, kind: Kind, user_id: int | None = None) -> list[Row]:
         """Every served setting of ``kind`` (for ``user_id``), in pk order, in one read."""
         ordinals = self._ordinals_for(kind)
         stored = self.store.get_all(kind.namespace(user_id))
@@ -95,17 +97,17 @@ class SettingsService:
         for key in stored.keys() - definitions.keys():
             if key in ordinals and not key.startswith("_"):
                 rows.append(self._row(kind, _ORPHAN, ordinals[key], stored, user_id, key=key))
-        rows.sort(key=lambda row: row["pk"])
+        rows.sort(key=lambda row: row.pk)
         return rows
 
-    def get(self, kind: Kind, key: str, user_id: int | None = None) -> dict[str, Any]:
+    def get(self, kind: Kind, key: str, user_id: int | None = None) -> Row:
         """One setting by key (case-insensitive); :class:`SettingNotFound` if not served."""
         definition = self._definition(kind, key)
         ordinal = self._ordinals_for(kind)[definition.key]
         stored = self._read(kind, definition, user_id)
         return self._row(kind, definition, ordinal, stored, user_id)
 
-    def get_by_pk(self, kind: Kind, pk: int, user_id: int) -> dict[str, Any]:
+    def get_by_pk(self, kind: Kind, pk: int, user_id: int) -> Row:
         """A per-user setting by pk; another user's pk is :class:`SettingNotFound` too."""
         owner, ordinal = divmod(pk, PK_STRIDE)
         self._ordinals_for(kind)
@@ -124,7 +126,7 @@ class SettingsService:
 
     def update(
         self, kind: Kind, key: str, value: Any = MISSING, user_id: int | None = None
-    ) -> dict[str, Any]:
+    ) -> Row:
         """Validate and store ``value`` (SPEC §5.3); ``MISSING`` re-saves the current value.
 
         Raises :class:`SettingNotFound` or :class:`~settings_server.validators.ValidationFailed`.
@@ -186,37 +188,50 @@ class SettingsService:
                 choices.append({"value": code, "display_name": self.registry.currencies[code]})
         return choices
 
-    def _row(self, kind, definition, ordinal, stored, user_id, key=None) -> dict[str, Any]:
+    def _row(self, kind, definition, ordinal, stored, user_id, key=None) -> Row:
         key = key or definition.key
-        pk = user_id * PK_STRIDE + ordinal if kind.per_user else ordinal
+        template = self._templates[kind].get(key) if definition is not _ORPHAN else None
+        if template is None:
+            template = RowTemplate(self._fields(kind, definition, key))
+            if definition is not _ORPHAN:
+                self._templates[kind][key] = template
+        slots = {"pk": str(user_id * PK_STRIDE + ordinal if kind.per_user else ordinal)}
         if definition is _ORPHAN:
-            value = stored[key]
-        elif definition.protected:
-            value = "***"
-        else:
-            value = self._value(kind, definition, stored, user_id)
-        row: dict[str, Any] = {
-            "pk": pk,
+            slots["value"] = encode_string(stored[key])
+        elif not definition.protected:
+            slots["value"] = encode_string(self._value(kind, definition, stored, user_id))
+        if kind is USER:
+            slots["user"] = str(user_id)
+        if definition.choices_from:
+            slots["choices"] = compact(self._choices(kind, definition, stored, user_id))
+        return Row(int(slots["pk"]), key, definition.name, template.render(slots))
+
+    def _fields(self, kind: Kind, definition: SettingDefinition, key: str) -> dict[str, Any]:
+        """A served setting's fields in wire order (SPEC §2.1), slots where they vary."""
+        fields: dict[str, Any] = {
+            "pk": slot("pk"),
             "key": key,
-            "value": value,
+            "value": "***" if definition.protected else slot("value"),
             "name": definition.name,
             "description": definition.description,
         }
         if kind is USER:
-            row["user"] = user_id
-        row["type"] = definition.wire_type
+            fields["user"] = slot("user")
+        fields["type"] = definition.wire_type
         if kind is not NOTIFICATION:
-            row["units"] = definition.units
-        row["choices"] = self._choices(kind, definition, stored, user_id)
-        row["model_name"] = None
+            fields["units"] = definition.units
+        fields["choices"] = (
+            slot("choices") if definition.choices_from else self._static_choices.get(key, [])
+        )
+        fields["model_name"] = None
         if kind is NOTIFICATION:
-            row["model_filters"] = definition.model_filters
-        row["api_url"] = None
-        row["typ"] = kind.typ
+            fields["model_filters"] = definition.model_filters
+        fields["api_url"] = None
+        fields["typ"] = kind.typ
         if kind is NOTIFICATION:
-            row["required"] = definition.required
-            row["method"] = definition.method
-        return row
+            fields["required"] = definition.required
+            fields["method"] = definition.method
+        return fields
 
     def _ordinals_for(self, kind: Kind) -> dict[str, int]:
         """key -> ordinal, allocating ordinals for keys seen for the first time.

@@ -13,7 +13,8 @@ from flask_smorest import Blueprint
 from werkzeug.routing import BaseConverter
 
 from .. import auth
-from ..errors import fail, fail_detail, json_response, not_found
+from ..errors import fail, fail_detail, not_found, raw_json_response
+from ..rendering import Row, compact
 from ..service import GLOBAL, MISSING, NOTIFICATION, USER, Kind, SettingNotFound, SettingsService
 from ..validators import ValidationFailed
 from . import schemas
@@ -38,24 +39,26 @@ def service() -> SettingsService:
 # -- lists ---------------------------------------------------------------------------------
 
 
-def list_response(rows: list[dict[str, Any]]):
+def list_response(rows: list[Row]):
     """Search, order and paginate ``rows`` from the query string (SPEC §6)."""
     args = request.args
     rows = _search(rows, args.get("search", ""), args.get("search_regex"), args.get("search_whole"))
     rows = _order(rows, args.get("ordering", ""))
     limit = _positive_int(args.get("limit"))
     if limit is None:
-        return json_response(rows)
+        return raw_json_response(_array(rows))
     offset = _positive_int(args.get("offset")) or 0
     count = len(rows)
-    return json_response(
-        {
-            "count": count,
-            "next": _page_url(limit, offset + limit) if offset + limit < count else None,
-            "previous": _page_url(limit, offset - limit) if offset > 0 else None,
-            "results": rows[offset : offset + limit],
-        }
-    )
+    page = compact({
+        "count": count,
+        "next": _page_url(limit, offset + limit) if offset + limit < count else None,
+        "previous": _page_url(limit, offset - limit) if offset > 0 else None,
+    })
+    return raw_json_response(f'{page[:-1]},"results":{_array(rows[offset : offset + limit])}}}')
+
+
+def _array(rows: list[Row]) -> str:
+    return f"[{','.join(row.json for row in rows)}]"
 
 
 def _positive_int(text: str | None) -> int | None:
@@ -79,9 +82,9 @@ def _search(rows, text: str, regex: str | None, whole: str | None):
             patterns = [re.compile(rf"\b{t}\b" if whole else t, re.IGNORECASE) for t in terms]
         except re.error as exc:
             fail(400, {"search": [f"Invalid regular expression: {exc}"]})
-        return [r for r in rows if all(p.search(r["key"]) for p in patterns)]
+        return [r for r in rows if all(p.search(r.key) for p in patterns)]
     terms = [term.upper() for term in terms]
-    return [r for r in rows if all(term in r["key"].upper() for term in terms)]
+    return [r for r in rows if all(term in r.key.upper() for term in terms)]
 
 
 def _order(rows, ordering: str):
@@ -92,7 +95,7 @@ def _order(rows, ordering: str):
             fields.append(name)
     for name in reversed(fields):  # stable sorts, least significant first
         field = name.lstrip("-")
-        rows = sorted(rows, key=lambda row: row[field], reverse=name.startswith("-"))
+        rows = sorted(rows, key=lambda row: getattr(row, field), reverse=name.startswith("-"))
     return rows
 
 
@@ -138,7 +141,7 @@ def write(kind: Kind, key: str, user_id: int | None):
     if value is MISSING and request.method == "PUT":
         fail(400, {"value": ["This field is required."]})
     try:
-        return json_response(service().update(kind, key, value, user_id))
+        return raw_json_response(service().update(kind, key, value, user_id).json)
     except ValidationFailed as exc:
         fail(400, exc.body)
 
@@ -174,7 +177,7 @@ class GlobalSettingsDetail(MethodView):
         """One global setting by key (case-insensitive)."""
         auth.require_user()
         try:
-            return json_response(service().get(GLOBAL, key))
+            return raw_json_response(service().get(GLOBAL, key).json)
         except SettingNotFound:
             not_found()
 
@@ -213,7 +216,7 @@ class UserSettingsDetail(MethodView):
         """One of the caller's user settings by key."""
         user = auth.require_user()
         try:
-            return json_response(service().get(USER, key, user.id))
+            return raw_json_response(service().get(USER, key, user.id).json)
         except SettingNotFound:
             not_found()
 
@@ -249,7 +252,7 @@ class NotificationSettingsDetail(MethodView):
 
     def _key(self, pk: int, user_id: int) -> str:
         try:
-            return service().get_by_pk(NOTIFICATION, pk, user_id)["key"]
+            return service().get_by_pk(NOTIFICATION, pk, user_id).key
         except SettingNotFound:
             not_found()
 
@@ -258,7 +261,7 @@ class NotificationSettingsDetail(MethodView):
         """One of the caller's notification settings by id; others' ids are 404."""
         user = auth.require_user()
         try:
-            return json_response(service().get_by_pk(NOTIFICATION, pk, user.id))
+            return raw_json_response(service().get_by_pk(NOTIFICATION, pk, user.id).json)
         except SettingNotFound:
             not_found()
 

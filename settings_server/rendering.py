@@ -1,0 +1,47 @@
+"""Setting objects pre-rendered to JSON once, with slots for what changes per request.
+
+Everything in a served setting but its pk, value, owner and dynamic choices comes from the
+registry, so it is encoded once per definition instead of on every request.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+_MARK = "\ue000"  # a private-use character: never part of registry text
+_SLOT = re.compile(f'"{_MARK}(\\w+){_MARK}"')
+encode_string = json.encoder.encode_basestring  # JSON string literal, raw UTF-8
+
+
+def compact(value: Any) -> str:
+    """JSON as DRF renders it: no spaces, raw UTF-8."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def slot(name: str) -> str:
+    """A placeholder to put in a template's fields; filled by :meth:`RowTemplate.render`."""
+    return f"{_MARK}{name}{_MARK}"
+
+
+@dataclass(frozen=True)
+class Row:
+    """A served setting: what lists sort and search on, and its JSON text."""
+
+    pk: int
+    key: str
+    name: str
+    json: str
+
+
+class RowTemplate:
+    """The compact JSON of ``fields``, with each :func:`slot` left open for raw JSON text."""
+
+    def __init__(self, fields: dict[str, Any]) -> None:
+        self._parts = _SLOT.split(compact(fields))  # literal, slot name, literal, ...
+
+    def render(self, slots: dict[str, str]) -> str:
+        parts = self._parts
+        return "".join(part if i % 2 == 0 else slots[part] for i, part in enumerate(parts))
