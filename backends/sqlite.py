@@ -1,0 +1,281 @@
+"""SQLite store through sqlitedict: one file, shared safely by every process on one machine.
+
+Promises, on top of :mod:`backends.base`:
+
+* A write has been committed when its call returns, and the next read by any process that opens
+  the same file sees it. The file runs in WAL mode with ``synchronous=NORMAL``: a committed
+  write survives the crash of any process; after a power loss or OS crash the last moments of
+  writes may be rolled back, but the file stays consistent.
+* Every call is one SQL statement, so each is atomic on its own; :meth:`SQLiteStore.set_many`
+  writes all its entries in that one statement.
+* Writers in other processes are waited for (SQLite's busy timeout, then a short retry), so a
+  caller never sees "database is locked" unless the file stays locked for over half a minute.
+* Namespace names must not contain ``"\\x1f"``, the separator of the row keys.
+
+The file is opened on first use, not by :meth:`SQLiteStore.from_url`; a missing directory or an
+unopenable file is then raised as :class:`StorageUnavailable`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from queue import Empty, Queue
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from sqlitedict import SqliteDict
+
+from .base import COUNTERS, ConfigurationError, KeyValueStore, StorageUnavailable, decode, encode
+
+SEPARATOR = "\x1f"
+TABLE = "entries"
+BUSY_TIMEOUT_MS = 30_000
+LOCKED_RETRIES = 5
+LOCKED_RETRY_PAUSE = 0.05  # seconds, doubled on each retry
+THREAD_CHECK_INTERVAL = 1.0  # seconds between checks that sqlitedict's thread is alive
+ACCEPTED_FORMS = "sqlite:///relative/path.db or sqlite:////absolute/path.db"
+
+_BUSY_CODES = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+def _row_key(namespace: str, key: str) -> str:
+    if SEPARATOR in namespace:
+        raise ValueError(f"namespace {namespace!r} contains the reserved character \\x1f")
+    return namespace + SEPARATOR + key
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in _BUSY_CODES
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
+class SQLiteStore(KeyValueStore):
+    """All namespaces in one table of one SQLite file; row key ``namespace + "\\x1f" + key``.
+
+    Thread-safe: one lock serialises the calls of a store, each of which waits for its statement
+    to finish on sqlitedict's connection thread, so errors reach the caller that caused them.
+    """
+
+    schemes = ("sqlite",)
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._dict: SqliteDict | None = None
+        self._opened_by_pid: int | None = None
+        self._closed = False
+
+    @classmethod
+    def from_url(cls, url: str) -> SQLiteStore:
+        parts = urlsplit(url)
+        if parts.scheme.lower() != "sqlite" or not url.lower().startswith("sqlite://"):
+            raise ConfigurationError(f"not an SQLite URL: {url!r}; use {ACCEPTED_FORMS}")
+        if parts.netloc or parts.query or parts.fragment:
+            raise ConfigurationError(
+                f"an SQLite URL takes a path only (no host or options), got {url!r}; "
+                f"use {ACCEPTED_FORMS}"
+            )
+        path = unquote(parts.path[1:])  # "/relative.db" -> "relative.db", "//abs" -> "/abs"
+        if not path or path.endswith("/"):
+            raise ConfigurationError(f"no database file in {url!r}; use {ACCEPTED_FORMS}")
+        return cls(os.path.abspath(path))
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({self.path!r})"
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def _open(self) -> SqliteDict:
+        """The open sqlitedict, opened on first use (again in a forked child: threads do not
+        survive a fork)."""
+        if self._closed:
+            raise StorageUnavailable(f"{self!r} is closed")
+        if self._dict is None or self._opened_by_pid != os.getpid():
+            self._prepare_file()
+            db = SqliteDict(
+                self.path,
+                tablename=TABLE,
+                autocommit=True,
+                journal_mode="WAL",
+                encode=encode,
+                decode=decode,
+                outer_stack=False,
+            )
+            try:
+                # sqlitedict sets synchronous=OFF; NORMAL keeps commits safe from process crashes.
+                self._run(db, "PRAGMA synchronous=NORMAL")
+                self._run(db, f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            except BaseException:
+                db.close(force=True)
+                raise
+            self._dict, self._opened_by_pid = db, os.getpid()
+        return self._dict
+
+    def _prepare_file(self) -> None:
+        """Open the file once with plain sqlite3 and switch it to WAL before sqlitedict opens it.
+
+        sqlitedict opens the file in its own thread, which dies with a traceback on stderr when
+        the file cannot be opened; here the error reaches the caller. The busy timeout also
+        covers several processes creating the same file at once.
+        """
+        directory = os.path.dirname(self.path)
+        if not os.path.isdir(directory):
+            raise StorageUnavailable(f"SQLite database {self.path}: {directory} does not exist")
+        connection = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000)
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+        finally:
+            connection.close()
+
+    def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Run one statement to completion and return its rows.
+
+        Blocking and under the store's lock: the statement (autocommitted) is done and any error
+        is raised here, never on a later call. Busy/locked errors are retried briefly; every
+        driver error becomes :class:`StorageUnavailable`.
+        """
+        pause = LOCKED_RETRY_PAUSE
+        attempt = 0
+        with self._lock:
+            while True:
+                try:
+                    return self._run(self._open(), sql, params)
+                except sqlite3.Error as exc:
+                    attempt += 1
+                    if not _is_busy(exc) or attempt > LOCKED_RETRIES:
+                        raise StorageUnavailable(f"SQLite database {self.path}: {exc}") from exc
+                except RuntimeError as exc:  # sqlitedict's own checks
+                    raise StorageUnavailable(f"SQLite database {self.path}: {exc}") from exc
+                time.sleep(pause)
+                pause *= 2
+
+    def _run(self, db: SqliteDict, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """``db.conn.select`` that also notices when the connection thread has died.
+
+        sqlitedict's thread dies, without answering, if stepping through a statement's rows
+        fails (for example a ``RETURNING`` statement whose commit hits a full disk); a plain
+        ``select`` would then wait forever. The dict is dropped so the next call reopens.
+        """
+        replies: Queue[Any] = Queue()
+        db.conn.execute(sql, params, replies)
+        rows = []
+        while True:
+            try:
+                reply = replies.get(timeout=THREAD_CHECK_INTERVAL)
+            except Empty:
+                if db.conn.is_alive():
+                    continue
+                self._dict = None
+                raise StorageUnavailable(
+                    f"SQLite database {self.path}: connection thread stopped"
+                ) from None
+            db.conn.check_raise_error()
+            if not isinstance(reply, tuple):  # sqlitedict's end-of-results marker
+                return rows
+            rows.append(reply)
+
+    # -- the interface --------------------------------------------------------------------
+
+    def get(self, namespace: str, key: str) -> Any | None:
+        rows = self._query(f"SELECT value FROM {TABLE} WHERE key = ?", (_row_key(namespace, key),))
+        return decode(rows[0][0]) if rows else None
+
+    def get_many(self, namespace: str, keys: Iterable[str]) -> dict[str, Any]:
+        row_keys = [_row_key(namespace, key) for key in keys]
+        if not row_keys:
+            return {}
+        rows = self._query(
+            f"SELECT key, value FROM {TABLE} WHERE key IN (SELECT value FROM json_each(?))",
+            (json.dumps(row_keys),),
+        )
+        start = len(namespace) + 1
+        return {row_key[start:]: decode(value) for row_key, value in rows}
+
+    def get_all(self, namespace: str) -> dict[str, Any]:
+        low = _row_key(namespace, "")
+        high = namespace + chr(ord(SEPARATOR) + 1)
+        rows = self._query(
+            f"SELECT key, value FROM {TABLE} WHERE key >= ? AND key < ?", (low, high)
+        )
+        return {row_key[len(low) :]: decode(value) for row_key, value in rows}
+
+    def set(self, namespace: str, key: str, value: Any) -> None:
+        self._query(
+            f"INSERT INTO {TABLE} (key, value) VALUES (?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (_row_key(namespace, key), encode(value)),
+        )
+
+    def set_many(self, entries: Mapping[str, Mapping[str, Any]]) -> None:
+        """One statement over a JSON object of row keys -> encoded values: all or nothing, and
+        no limit on the number of entries."""
+        rows = {
+            _row_key(namespace, key): encode(value)
+            for namespace, values in entries.items()
+            for key, value in values.items()
+        }
+        if not rows:
+            return
+        # "WHERE true" resolves SQLite's parsing ambiguity between a SELECT's ON and an upsert.
+        self._query(
+            f"INSERT INTO {TABLE} (key, value) SELECT key, value FROM json_each(?) WHERE true "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (json.dumps(rows, ensure_ascii=False),),
+        )
+
+    def delete(self, namespace: str, key: str) -> bool:
+        rows = self._query(
+            f"DELETE FROM {TABLE} WHERE key = ? RETURNING 1", (_row_key(namespace, key),)
+        )
+        return bool(rows)
+
+    def compare_and_set(self, namespace: str, key: str, expected: Any | None, value: Any) -> bool:
+        row_key = _row_key(namespace, key)
+        if expected is None:
+            rows = self._query(
+                f"INSERT INTO {TABLE} (key, value) VALUES (?, ?) "
+                "ON CONFLICT(key) DO NOTHING RETURNING 1",
+                (row_key, encode(value)),
+            )
+        else:
+            rows = self._query(
+                f"UPDATE {TABLE} SET value = ? WHERE key = ? AND value = ? RETURNING 1",
+                (encode(value), row_key, encode(expected)),
+            )
+        return bool(rows)
+
+    def incr(self, counter: str, amount: int = 1) -> int:
+        rows = self._query(
+            f"INSERT INTO {TABLE} (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE "
+            "SET value = CAST(CAST(value AS INTEGER) + ? AS TEXT) RETURNING value",
+            (_row_key(COUNTERS, counter), encode(amount), amount),
+        )
+        return decode(rows[0][0])
+
+    def namespaces(self) -> Iterator[str]:
+        rows = self._query(
+            f"SELECT DISTINCT substr(key, 1, instr(key, char(?)) - 1) FROM {TABLE}",
+            (ord(SEPARATOR),),
+        )
+        return iter([row[0] for row in rows])
+
+    def ping(self) -> None:
+        self._query("SELECT 1")
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            opened, self._dict = self._dict, None
+            if opened is None or self._opened_by_pid != os.getpid():
+                return
+            try:
+                opened.close()
+            except (sqlite3.Error, RuntimeError) as exc:
+                raise StorageUnavailable(f"SQLite database {self.path}: {exc}") from exc
