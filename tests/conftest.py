@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import uuid
+from urllib.parse import urlencode
+
 import pytest
 
 from settings_server import create_app
@@ -48,3 +52,63 @@ def auth_headers(app):
         return {"Authorization": f"Token {authenticator(app).tokens.issue(user, name).key}"}
 
     return headers
+
+
+# --- storage backends (issue 2) -------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_server_url():
+    """The test Redis (env ``SETTINGS_TEST_REDIS_URL``, default ``redis://127.0.0.1:6379/0``).
+
+    Skips the test when it does not answer, or fails it when ``SETTINGS_REQUIRE_REDIS=1`` (CI).
+    Use :func:`redis_url` in tests: it isolates each test under a prefix of its own.
+    """
+    import redis
+
+    url = os.environ.get("SETTINGS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+    try:
+        with redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2) as client:
+            client.ping()
+    except (redis.RedisError, ValueError) as exc:
+        message = f"Redis not reachable at {url}: {exc}; set SETTINGS_TEST_REDIS_URL"
+        if os.environ.get("SETTINGS_REQUIRE_REDIS") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return url
+
+
+@pytest.fixture
+def redis_url(redis_server_url):
+    """The test Redis URL with ``?prefix=test-<uuid>:``; every key under the prefix is deleted
+    after the test."""
+    import redis
+
+    prefix = f"test-{uuid.uuid4().hex}:"
+    separator = "&" if "?" in redis_server_url else "?"
+    yield f"{redis_server_url}{separator}{urlencode({'prefix': prefix})}"
+    with redis.Redis.from_url(redis_server_url) as client:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+
+
+@pytest.fixture(params=["memory", "sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+def store_url(request, tmp_path):
+    """The URL of a fresh, empty store of each backend: memory, sqlite (a file in tmp_path) and
+    redis (under a private prefix, see :func:`redis_url`)."""
+    if request.param == "memory":
+        return "memory://"
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    return request.getfixturevalue("redis_url")
+
+
+@pytest.fixture
+def store(store_url):
+    """A fresh, empty store of each backend (see :func:`store_url`), closed afterwards."""
+    from backends import store_from_url
+
+    opened = store_from_url(store_url)
+    yield opened
+    opened.close()
