@@ -54,6 +54,13 @@ def decode(text: str | bytes) -> Any:
     return json.loads(text)
 
 
+def decode_many(texts: Mapping[str, str]) -> dict[str, Any]:
+    """Decode many stored values with one parser call (a namespace read is on the hot path)."""
+    if not texts:
+        return {}
+    return dict(zip(texts.keys(), json.loads(f"[{','.join(texts.values())}]")))
+
+
 class KeyValueStore(ABC):
     """A store of namespaced JSON values, selected by URL scheme (see :func:`store_from_url`)."""
 

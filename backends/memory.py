@@ -10,7 +10,7 @@ import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from .base import COUNTERS, ConfigurationError, KeyValueStore, decode, encode
+from .base import COUNTERS, ConfigurationError, KeyValueStore, decode, decode_many, encode
 
 
 class MemoryStore(KeyValueStore):
@@ -37,12 +37,12 @@ class MemoryStore(KeyValueStore):
         with self._lock:
             entries = self._data.get(namespace, {})
             raw = {key: entries[key] for key in keys if key in entries}
-        return {key: decode(text) for key, text in raw.items()}
+        return decode_many(raw)
 
     def get_all(self, namespace: str) -> dict[str, Any]:
         with self._lock:
             raw = dict(self._data.get(namespace, {}))
-        return {key: decode(text) for key, text in raw.items()}
+        return decode_many(raw)
 
     def set(self, namespace: str, key: str, value: Any) -> None:
         text = encode(value)

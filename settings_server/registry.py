@@ -11,6 +11,7 @@ import json
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +66,7 @@ class SettingDefinition:
     def wire_type(self) -> str:
         return WIRE_TYPES.get(self.type, "string")
 
-    @property
+    @cached_property
     def wire_default(self) -> str:
         return to_wire(self.default)
 

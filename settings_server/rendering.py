@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 _MARK = "\ue000"  # a private-use character: never part of registry text
 _SLOT = re.compile(f'"{_MARK}(\\w+){_MARK}"')
@@ -26,8 +25,7 @@ def slot(name: str) -> str:
     return f"{_MARK}{name}{_MARK}"
 
 
-@dataclass(frozen=True)
-class Row:
+class Row(NamedTuple):
     """A served setting: what lists sort and search on, and its JSON text."""
 
     pk: int
@@ -41,7 +39,11 @@ class RowTemplate:
 
     def __init__(self, fields: dict[str, Any]) -> None:
         self._parts = _SLOT.split(compact(fields))  # literal, slot name, literal, ...
+        self._slots = range(1, len(self._parts), 2)
 
     def render(self, slots: dict[str, str]) -> str:
-        parts = self._parts
-        return "".join(part if i % 2 == 0 else slots[part] for i, part in enumerate(parts))
+        """The JSON text with every slot filled from ``slots`` (which may hold more)."""
+        parts = self._parts.copy()
+        for i in self._slots:
+            parts[i] = slots[parts[i]]
+        return "".join(parts)

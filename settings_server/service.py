@@ -33,7 +33,7 @@ class SettingNotFound(LookupError):
     """No such setting for this caller (answered 404 ``Not found.``)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # one instance per kind: compared and hashed by identity
 class Kind:
     """Global, user or notification settings: where they are stored and how they are shown."""
 
@@ -190,21 +190,19 @@ class SettingsService:
 
     def _row(self, kind, definition, ordinal, stored, user_id, key=None) -> Row:
         key = key or definition.key
-        template = self._templates[kind].get(key) if definition is not _ORPHAN else None
+        template = self._templates[kind].get(key)
         if template is None:
             template = RowTemplate(self._fields(kind, definition, key))
             if definition is not _ORPHAN:
                 self._templates[kind][key] = template
-        slots = {"pk": str(user_id * PK_STRIDE + ordinal if kind.per_user else ordinal)}
-        if definition is _ORPHAN:
-            slots["value"] = encode_string(stored[key])
-        elif not definition.protected:
-            slots["value"] = encode_string(self._value(kind, definition, stored, user_id))
-        if kind is USER:
-            slots["user"] = str(user_id)
+        pk = user_id * PK_STRIDE + ordinal if kind.per_user else ordinal
+        value = stored.get(key)
+        if value is None:
+            value = self._value(kind, definition, stored, user_id)
+        slots = {"pk": str(pk), "value": encode_string(value), "user": str(user_id)}
         if definition.choices_from:
             slots["choices"] = compact(self._choices(kind, definition, stored, user_id))
-        return Row(int(slots["pk"]), key, definition.name, template.render(slots))
+        return Row(pk, key, definition.name, template.render(slots))
 
     def _fields(self, kind: Kind, definition: SettingDefinition, key: str) -> dict[str, Any]:
         """A served setting's fields in wire order (SPEC §2.1), slots where they vary."""

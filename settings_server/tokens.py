@@ -26,7 +26,8 @@ from typing import Any
 from backends import KeyValueStore
 
 from .users import User, UserDirectory
-from .validation import _MARKUP, _STRIPPED
+from .validation import clean_text
+from .validators import ValidationFailed
 
 TOKENS = "tokens"
 TOKEN_ID_COUNTER = "token_id"
@@ -57,9 +58,10 @@ class InvalidTokenName(ValueError):
 def sanitise_name(raw: str) -> str:
     """A token name as SPEC §11.2 stores it: non-printables removed, trimmed, inner spaces as
     ``-``, at most 100 characters. Raises :class:`InvalidTokenName` for HTML markup."""
-    text = _STRIPPED.sub("", raw).strip()
-    if _MARKUP.search(text):
-        raise InvalidTokenName("Remove HTML tags from this value")
+    try:
+        text = clean_text(raw)
+    except ValidationFailed as exc:
+        raise InvalidTokenName(exc.body["value"][0]) from None
     return text.replace(" ", "-")[:NAME_MAX_LENGTH]
 
 
