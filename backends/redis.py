@@ -31,7 +31,15 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import redis
 
-from .base import COUNTERS, ConfigurationError, KeyValueStore, StorageUnavailable, decode, encode
+from .base import (
+    COUNTERS,
+    ConfigurationError,
+    KeyValueStore,
+    StorageUnavailable,
+    decode,
+    decode_many,
+    encode,
+)
 
 DEFAULT_PREFIX = "settings:"
 DEFAULT_TIMEOUT = 2.0
@@ -171,7 +179,7 @@ class RedisStore(KeyValueStore):
     def get_all(self, namespace: str) -> dict[str, Any]:
         with self._errors():
             raw = self._client.hgetall(self._key(namespace))
-        return {key: decode(text) for key, text in raw.items()}
+        return decode_many(raw)
 
     def set(self, namespace: str, key: str, value: Any) -> None:
         text = encode(value)

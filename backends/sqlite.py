@@ -30,7 +30,15 @@ from urllib.parse import unquote, urlsplit
 
 from sqlitedict import SqliteDict
 
-from .base import COUNTERS, ConfigurationError, KeyValueStore, StorageUnavailable, decode, encode
+from .base import (
+    COUNTERS,
+    ConfigurationError,
+    KeyValueStore,
+    StorageUnavailable,
+    decode,
+    decode_many,
+    encode,
+)
 
 SEPARATOR = "\x1f"
 TABLE = "entries"
@@ -204,7 +212,7 @@ class SQLiteStore(KeyValueStore):
         rows = self._query(
             f"SELECT key, value FROM {TABLE} WHERE key >= ? AND key < ?", (low, high)
         )
-        return {row_key[len(low) :]: decode(value) for row_key, value in rows}
+        return decode_many({row_key[len(low) :]: value for row_key, value in rows})
 
     def set(self, namespace: str, key: str, value: Any) -> None:
         self._query(
