@@ -107,14 +107,15 @@ class SettingsService:
         stored = self._read(kind, definition, user_id)
         return self._row(kind, definition, ordinal, stored, user_id)
 
-    def get_by_pk(self, kind: Kind, pk: int, user_id: int) -> Row:
-        """A per-user setting by pk; another user's pk is :class:`SettingNotFound` too."""
+    def locate(self, kind: Kind, pk: int) -> tuple[int, str]:
+        """``(owner's user id, key)`` of a per-user setting's pk; :class:`SettingNotFound` if
+        the pk names no served setting (whether the owner exists is the caller's question)."""
         owner, ordinal = divmod(pk, PK_STRIDE)
         self._ordinals_for(kind)
         key = self._keys_by_ordinal[kind].get(ordinal)
-        if owner != user_id or key not in self._definitions[kind]:
+        if owner < 1 or key not in self._definitions[kind]:
             raise SettingNotFound(pk)
-        return self.get(kind, key, user_id)
+        return owner, key
 
     def values(self, kind: Kind, keys: Iterable[str], user_id: int | None = None) -> dict[str, str]:
         """Current wire values of ``keys`` (defaults where nothing is stored), in one read."""

@@ -250,29 +250,35 @@ class NotificationSettingsList(MethodView):
 class NotificationSettingsDetail(MethodView):
     unsupported_methods_need = None
 
-    def _key(self, pk: int, user_id: int) -> str:
+    def _locate(self, pk: int) -> tuple[Any, str]:
+        """The caller and the key of ``pk``, in InvenTree's order: a pk that names nobody's
+        setting is 404 even for anonymous callers; then 401; another user's pk is 404 too."""
         try:
-            return service().get_by_pk(NOTIFICATION, pk, user_id).key
+            owner, key = service().locate(NOTIFICATION, pk)
         except SettingNotFound:
             not_found()
+        user = auth.current_user()
+        if user is None and auth.authenticator().users.get(owner) is None:
+            not_found()
+        user = auth.require_user()
+        if owner != user.id:
+            not_found()
+        return user, key
 
     @blp.doc(responses=schemas.detail_responses("NotificationUserSetting"))
     def get(self, pk):
         """One of the caller's notification settings by id; others' ids are 404."""
-        user = auth.require_user()
-        try:
-            return raw_json_response(service().get_by_pk(NOTIFICATION, pk, user.id).json)
-        except SettingNotFound:
-            not_found()
+        user, key = self._locate(pk)
+        return raw_json_response(service().get(NOTIFICATION, key, user.id).json)
 
     @blp.doc(requestBody=schemas.body("NotificationUserSetting"), responses=schemas.detail_responses("NotificationUserSetting", write=True))
     def put(self, pk):
         """Replace one of the caller's notification settings."""
-        user = auth.require_user()
-        return write(NOTIFICATION, self._key(pk, user.id), user.id)
+        user, key = self._locate(pk)
+        return write(NOTIFICATION, key, user.id)
 
     @blp.doc(requestBody=schemas.body("PatchedNotificationUserSetting"), responses=schemas.detail_responses("NotificationUserSetting", write=True))
     def patch(self, pk):
         """Change one of the caller's notification settings."""
-        user = auth.require_user()
-        return write(NOTIFICATION, self._key(pk, user.id), user.id)
+        user, key = self._locate(pk)
+        return write(NOTIFICATION, key, user.id)
