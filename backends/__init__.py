@@ -40,7 +40,9 @@ def store_from_url(url: str) -> KeyValueStore:
     try:
         scheme = urlsplit(url).scheme.lower()
     except ValueError as exc:
-        raise ConfigurationError(f"malformed storage URL {url!r}; use one of: {ACCEPTED_FORMS}") from exc
+        raise ConfigurationError(
+            f"malformed storage URL {url!r}; use one of: {ACCEPTED_FORMS}"
+        ) from exc
     if scheme not in _BACKENDS or "://" not in url:
         raise ConfigurationError(
             f"unknown storage URL {url!r}; use one of: {ACCEPTED_FORMS}"

@@ -298,6 +298,13 @@ def test_sqlite_unopenable_file_fails_at_first_use(tmp_path):
         store.ping()
 
 
+def test_sqlite_refuses_namespaces_containing_its_row_key_separator(tmp_path):
+    store = store_from_url(f"sqlite:///{tmp_path / 'store.db'}")
+    with pytest.raises(ValueError, match="x1f"):
+        store.set("user:1\x1fsettings", "a", 1)
+    store.close()
+
+
 def test_redis_unreachable_fails_fast_without_the_password():
     store = store_from_url("redis://:hunter2secret@127.0.0.1:1/0?timeout=0.5")
     started = time.monotonic()
