@@ -513,13 +513,11 @@ def test_user_directory(app):
     assert users.create("alice", "pw").id > bob.id  # the name is free again, ids are not reused
 
 
-# -- the same core flows on SQLite --------------------------------------------------------------
+# -- the same core flows on every backend -------------------------------------------------------
 
 
-@pytest.mark.parametrize("backend", ["memory", "sqlite"])
-def test_core_flow_on_backend(tmp_path, backend):
-    url = "memory://" if backend == "memory" else f"sqlite:///{tmp_path}/s.db"
-    app = create_app({"TESTING": True, "SETTINGS_BACKEND": url, **ADMIN})
+def test_core_flow_on_backend(store_url):
+    app = create_app({"TESTING": True, "SETTINGS_BACKEND": store_url, **ADMIN})
     client = app.test_client()
     issued = body(client.get(TOKEN, query_string={"name": "c"}, headers=basic("admin", "admin-pw")))
     token = {"Authorization": f"Token {issued['token']}"}
