@@ -127,3 +127,15 @@ def test_missing_file_is_named(tmp_path):
     with pytest.raises(RegistryError, match="cannot read registry file") as raised:
         load_registry(tmp_path / "absent.json")
     assert "absent.json" in str(raised.value)
+
+
+def test_readme_example_registry_file_loads(tmp_path):
+    from pathlib import Path
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    start = readme.index("```yaml\n") + len("```yaml\n")
+    path = write(tmp_path, "example.yaml", readme[start : readme.index("```", start)])
+    registry = load_registry(path)
+    assert "SITE_BANNER" in registry.global_settings
+    assert registry.user_settings["ROWS_PER_PAGE"].max == 500
+    assert registry.notification_methods["sms"].settings[0].key == "NOTIFICATION_METHOD_SMS"
