@@ -14,7 +14,9 @@ Usernames are case-sensitive, as in Django.
 from __future__ import annotations
 
 import dataclasses
+import hmac
 import re
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +36,7 @@ _USERNAME = re.compile(r"[\w.@+-]{1,150}")
 _DUMMY_HASH = generate_password_hash("settings-server: no such user")
 
 _CAS_ATTEMPTS = 20
+_REMEMBERED_PASSWORDS = 1024
 
 
 class UserError(Exception):
@@ -90,6 +93,11 @@ class UserDirectory:
 
     def __init__(self, store: KeyValueStore) -> None:
         self._store = store
+        # Passwords this process has verified against a stored hash, as keyed digests (never
+        # the passwords): Basic auth pays for scrypt once per (user, hash, password), not on
+        # every request. A changed hash (new password) misses, so it is checked again.
+        self._verified: dict[tuple[int, str], bytes] = {}
+        self._verified_key = secrets.token_bytes(32)
 
     def create(
         self,
@@ -158,9 +166,23 @@ class UserDirectory:
         if user is None:
             check_password_hash(_DUMMY_HASH, password)
             return None
-        if not self.check_password(user, password) or not user.is_active:
+        if not user.is_active or not self._check_remembered(user, password):
             return None
         return user
+
+    def _check_remembered(self, user: User, password: str) -> bool:
+        """:meth:`check_password`, answered from memory for a password verified before."""
+        seen = (user.id, user.password_hash)
+        fingerprint = hmac.digest(self._verified_key, password.encode(), "sha256")
+        remembered = self._verified.get(seen)
+        if remembered is not None and hmac.compare_digest(remembered, fingerprint):
+            return True
+        if not self.check_password(user, password):
+            return False
+        if len(self._verified) >= _REMEMBERED_PASSWORDS:
+            self._verified.clear()
+        self._verified[seen] = fingerprint
+        return True
 
     @staticmethod
     def check_password(user: User, password: str) -> bool:
