@@ -58,7 +58,7 @@ def decode_many(texts: Mapping[str, str]) -> dict[str, Any]:
     """Decode many stored values with one parser call (a namespace read is on the hot path)."""
     if not texts:
         return {}
-    return dict(zip(texts.keys(), json.loads(f"[{','.join(texts.values())}]")))
+    return dict(zip(texts.keys(), json.loads(f"[{','.join(texts.values())}]"), strict=True))
 
 
 class KeyValueStore(ABC):
