@@ -27,7 +27,7 @@ _BACKENDS = {
 ACCEPTED_FORMS = (
     "memory://, sqlite:///relative/path.db, sqlite:////absolute/path.db, "
     "redis://[:password@]host[:port][/db], rediss://..., unix:///path/to/redis.sock, "
-    "redis+sentinel://host:port[,host:port]/service[/db], redis+cluster://host:port"
+    "redis+sentinel://host:port[,host:port]/service[/db], redis+cluster://host:port[,host:port]"
 )
 
 
@@ -53,8 +53,8 @@ def store_from_url(url: str) -> KeyValueStore:
 
 
 __all__ = [
-    "COUNTERS",
     "ACCEPTED_FORMS",
+    "COUNTERS",
     "ConfigurationError",
     "KeyValueStore",
     "StorageError",

@@ -67,6 +67,10 @@ class KeyValueStore(ABC):
     #: URL schemes this class serves.
     schemes: ClassVar[tuple[str, ...]] = ()
 
+    #: Whether :meth:`set_many` is all-or-nothing across groups too. ``False`` only for Redis
+    #: Cluster, where it is all-or-nothing per group and written group after group.
+    atomic_across_groups: bool = True
+
     @classmethod
     @abstractmethod
     def from_url(cls, url: str) -> KeyValueStore:
@@ -100,7 +104,10 @@ class KeyValueStore(ABC):
     def set_many(self, entries: Mapping[str, Mapping[str, Any]]) -> None:
         """Store ``{namespace: {key: value}}`` all at once: all of it is written or none.
 
-        The default is not atomic; every shipped backend overrides it with a transaction.
+        Every value is encoded before anything is written, so an unstorable value writes
+        nothing. Where :attr:`atomic_across_groups` is ``False`` (Redis Cluster) this holds per
+        group; a failure of the store midway can leave earlier groups written. The default is
+        not atomic; every shipped backend overrides it with a transaction.
         """
         for namespace, values in entries.items():
             for key, value in values.items():

@@ -18,18 +18,32 @@ URL: ``redis://[[user]:password@]host[:port][/db]``, ``rediss://`` (TLS) or
 ``unix:///path/to/redis.sock[?db=N]``, plus our own query options ``prefix`` (default
 ``settings:``) and ``timeout`` (seconds; default ``SETTINGS_STORAGE_TIMEOUT``, else 2.0). Other
 query options go to redis-py unchanged.
+
+Beyond one server, with the same options (and no others):
+
+* ``redis+sentinel://[[user]:password@]host:port[,host:port]/service[/db]``: the master of
+  ``service`` as the sentinels report it (redis-py ``Sentinel.master_for``); after a failover the
+  next call finds the new master. The credentials are the master's; sentinels are asked without.
+* ``redis+cluster://[[user]:password@]host:port[,host:port]``: a Redis Cluster (redis-py
+  ``RedisCluster``), the nodes given being where discovery starts. A cluster transaction cannot
+  span hash slots, so :meth:`RedisStore.set_many` runs one ``MULTI``/``EXEC`` per group (hash
+  slot): all-or-nothing within each group, group after group across groups
+  (:attr:`~backends.base.KeyValueStore.atomic_across_groups` is ``False``).
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable, Iterator, Mapping
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import redis
+from redis.crc import key_slot
+from redis.exceptions import RedisClusterException
 
 from .base import (
     COUNTERS,
@@ -45,10 +59,13 @@ DEFAULT_PREFIX = "settings:"
 DEFAULT_TIMEOUT = 2.0
 TIMEOUT_VARIABLE = "SETTINGS_STORAGE_TIMEOUT"
 ACCEPTED_FORMS = (
-    "redis://[[user]:password@]host[:port][/db], rediss://..., unix:///path/to/redis.sock "
+    "redis://[[user]:password@]host[:port][/db], rediss://..., unix:///path/to/redis.sock, "
+    "redis+sentinel://host:port[,host:port]/service[/db], redis+cluster://host:port[,host:port] "
     "(options: ?prefix=settings:&timeout=2.0)"
 )
-NOT_YET_SUPPORTED = ("redis+sentinel", "redis+cluster")
+SENTINEL, CLUSTER = "redis+sentinel", "redis+cluster"
+DEFAULT_PORTS = {SENTINEL: 26379, CLUSTER: 6379}
+CLUSTER_ATTEMPTS = 3  # redis-py retries a failed cluster call (re-reading the slot map) this often
 
 # KEYS[1]: hash, ARGV: field, expected encoding, new encoding.
 _COMPARE_AND_SET = """
@@ -65,46 +82,120 @@ def _group_and_rest(namespace: str) -> tuple[str, str]:
     return group, slash + rest
 
 
+def _nodes(url: str) -> tuple[str | None, str | None, list[tuple[str, int]]]:
+    """``(username, password, [(host, port), ...])`` of a sentinel or cluster URL."""
+    parts = urlsplit(url)
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    username, _, password = userinfo.partition(":") if at else ("", "", "")
+    nodes = []
+    for item in hosts.split(","):
+        host, colon, port = item.rpartition(":")
+        if not colon or host.endswith(":"):  # no port, or a bare IPv6 address
+            host, port = item, str(DEFAULT_PORTS[parts.scheme.lower()])
+        host = host.strip("[]")
+        if not host or not port.isdigit():
+            raise ConfigurationError(
+                f"bad node {item!r} in the Redis URL; give host:port[,host:port], "
+                f"use {ACCEPTED_FORMS}"
+            )
+        nodes.append((host, int(port)))
+    return unquote(username) or None, unquote(password) or None, nodes
+
+
+def _plain_client(url: str, timeout: float) -> Callable[[], redis.Redis]:
+    try:
+        pool = redis.ConnectionPool.from_url(
+            url, socket_connect_timeout=timeout, socket_timeout=timeout, decode_responses=True
+        )
+    except ValueError as exc:
+        raise ConfigurationError(f"malformed Redis URL: {exc}; use {ACCEPTED_FORMS}") from exc
+    client = redis.Redis(connection_pool=pool)
+    return lambda: client
+
+
+def _sentinel_client(url: str, timeout: float) -> Callable[[], redis.Redis]:
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+    from redis.sentinel import Sentinel
+
+    username, password, nodes = _nodes(url)
+    service, _, db = urlsplit(url).path.strip("/").partition("/")
+    if not service or not (db or "0").isdigit():
+        raise ConfigurationError(
+            f"a Sentinel URL's path is /service_name[/db], got {urlsplit(url).path!r}; "
+            f"use {ACCEPTED_FORMS}"
+        )
+    timeouts = {"socket_connect_timeout": timeout, "socket_timeout": timeout}
+    # One attempt per sentinel: the master's own connection retries, as plain clients do.
+    once = {**timeouts, "retry": Retry(NoBackoff(), 0)}
+    sentinel = Sentinel(nodes, sentinel_kwargs=once, **timeouts)
+    client = sentinel.master_for(
+        service, db=int(db or 0), username=username, password=password, decode_responses=True
+    )
+    return lambda: client
+
+
+def _cluster_client(url: str, timeout: float) -> Callable[[], redis.RedisCluster]:
+    from redis.backoff import NoBackoff
+    from redis.cluster import ClusterNode, RedisCluster
+    from redis.retry import Retry
+
+    username, password, nodes = _nodes(url)
+    if urlsplit(url).path.strip("/"):
+        raise ConfigurationError(
+            f"a Redis Cluster has only database 0: no path in redis+cluster:// URLs; "
+            f"use {ACCEPTED_FORMS}"
+        )
+
+    def connect() -> redis.RedisCluster:  # RedisCluster reads the slot map as it is built
+        return RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in nodes],
+            username=username,
+            password=password,
+            socket_connect_timeout=timeout,
+            socket_timeout=timeout,
+            retry=Retry(NoBackoff(), CLUSTER_ATTEMPTS - 1),
+            decode_responses=True,
+        )
+
+    return connect
+
+
+_CLIENT_FACTORIES = {SENTINEL: _sentinel_client, CLUSTER: _cluster_client}
+
+
 class RedisStore(KeyValueStore):
     """One Redis hash per namespace, all keys under one prefix; thread-safe (a connection pool)."""
 
-    schemes = ("redis", "rediss", "unix", *NOT_YET_SUPPORTED)
+    schemes = ("redis", "rediss", "unix", SENTINEL, CLUSTER)
 
     def __init__(self, url: str, *, prefix: str = DEFAULT_PREFIX, timeout: float = DEFAULT_TIMEOUT):
-        """``url`` is redis-py's (without our options); nothing connects until the first call."""
+        """``url`` is redis-py's, or a sentinel/cluster URL (without our options); nothing
+        connects until the first call."""
         if "{" in prefix or "}" in prefix:
             raise ConfigurationError(
                 f"the Redis key prefix may not contain braces, got {prefix!r}; use {ACCEPTED_FORMS}"
             )
         self.prefix = prefix
         self.timeout = timeout
-        password = urlsplit(url).password
-        self._secrets = [text for text in {password, password and unquote(password)} if text]
+        scheme = urlsplit(url).scheme.lower()
+        self.atomic_across_groups = scheme != CLUSTER
+        password = url.rpartition("@")[0].partition("://")[2].partition(":")[2]
+        self._secrets = [text for text in {password, unquote(password)} if text]
         try:
-            pool = redis.ConnectionPool.from_url(
-                url,
-                socket_connect_timeout=timeout,
-                socket_timeout=timeout,
-                decode_responses=True,
-            )
-        except ValueError as exc:
-            raise ConfigurationError(
-                f"malformed Redis URL: {self._hide_password(str(exc))}; use {ACCEPTED_FORMS}"
-            ) from exc
-        self._client = redis.Redis(connection_pool=pool)
-        self._compare_and_set = self._client.register_script(_COMPARE_AND_SET)
+            self._connect = _CLIENT_FACTORIES.get(scheme, _plain_client)(url, timeout)
+        except ConfigurationError as exc:
+            raise ConfigurationError(self._hide_password(str(exc))) from None
+        self._client: redis.Redis | redis.RedisCluster | None = None
+        self._client_lock = threading.Lock()
         self._where = self._hide_password(urlunsplit(urlsplit(url)._replace(query="")))
 
     @classmethod
     def from_url(cls, url: str) -> RedisStore:
         parts = urlsplit(url)
-        if parts.scheme.lower() in NOT_YET_SUPPORTED:
-            raise ConfigurationError(
-                f"{parts.scheme}:// is not supported yet; use {ACCEPTED_FORMS}"
-            )
-        if parts.scheme.lower() not in ("redis", "rediss", "unix"):
+        if parts.scheme.lower() not in cls.schemes:
             raise ConfigurationError(f"not a Redis URL: {parts.scheme}://...; use {ACCEPTED_FORMS}")
-        if parts.scheme.lower() != "unix":
+        if parts.scheme.lower() not in ("unix", SENTINEL, CLUSTER):  # several nodes: see _nodes
             if not parts.hostname:
                 raise ConfigurationError(f"no host in the Redis URL; use {ACCEPTED_FORMS}")
             if not (parts.path.strip("/") or "0").isdigit():
@@ -116,6 +207,11 @@ class RedisStore(KeyValueStore):
         options = parse_qsl(parts.query, keep_blank_values=True)
         ours = {name: value for name, value in options if name in ("prefix", "timeout")}
         theirs = [(name, value) for name, value in options if name not in ours]
+        if theirs and parts.scheme.lower() in (SENTINEL, CLUSTER):
+            raise ConfigurationError(
+                f"{parts.scheme}:// URLs take only the options prefix and timeout, got "
+                f"{', '.join(sorted({name for name, _ in theirs}))}; use {ACCEPTED_FORMS}"
+            )
         prefix = ours.get("prefix", DEFAULT_PREFIX)
         timeout_text = ours.get("timeout") or os.environ.get(TIMEOUT_VARIABLE) or DEFAULT_TIMEOUT
         try:
@@ -146,9 +242,23 @@ class RedisStore(KeyValueStore):
         """Turn every redis-py error into :class:`StorageUnavailable`, password removed."""
         try:
             yield
-        except redis.RedisError as exc:
-            message = self._hide_password(f"Redis at {self._where}: {type(exc).__name__}: {exc}")
+        except (redis.RedisError, RedisClusterException) as exc:
+            text = str(exc)
+            if type(exc).__name__ == "MasterNotFoundError":  # drop its dump of every sentinel
+                text = text.partition(" : ")[0]
+            message = self._hide_password(f"Redis at {self._where}: {type(exc).__name__}: {text}")
             raise StorageUnavailable(message) from exc
+
+    @property
+    def _redis(self) -> redis.Redis | redis.RedisCluster:
+        """The client, made on first use (a cluster client connects as it is made)."""
+        if self._client is None:
+            with self._client_lock:
+                if self._client is None:
+                    client = self._connect()
+                    self._compare_and_set = client.register_script(_COMPARE_AND_SET)
+                    self._client = client
+        return self._client
 
     def _key(self, namespace: str) -> str:
         group, rest = _group_and_rest(namespace)
@@ -165,7 +275,7 @@ class RedisStore(KeyValueStore):
 
     def get(self, namespace: str, key: str) -> Any | None:
         with self._errors():
-            raw = self._client.hget(self._key(namespace), key)
+            raw = self._redis.hget(self._key(namespace), key)
         return None if raw is None else decode(raw)
 
     def get_many(self, namespace: str, keys: Iterable[str]) -> dict[str, Any]:
@@ -173,18 +283,18 @@ class RedisStore(KeyValueStore):
         if not keys:
             return {}
         with self._errors():
-            values = self._client.hmget(self._key(namespace), keys)
+            values = self._redis.hmget(self._key(namespace), keys)
         return {key: decode(raw) for key, raw in zip(keys, values, strict=True) if raw is not None}
 
     def get_all(self, namespace: str) -> dict[str, Any]:
         with self._errors():
-            raw = self._client.hgetall(self._key(namespace))
+            raw = self._redis.hgetall(self._key(namespace))
         return decode_many(raw)
 
     def set(self, namespace: str, key: str, value: Any) -> None:
         text = encode(value)
         with self._errors():
-            self._client.hset(self._key(namespace), key, text)
+            self._redis.hset(self._key(namespace), key, text)
 
     def set_many(self, entries: Mapping[str, Mapping[str, Any]]) -> None:
         encoded = {
@@ -194,38 +304,52 @@ class RedisStore(KeyValueStore):
         }
         if not encoded:
             return
-        with self._errors():
-            pipe = self._client.pipeline(transaction=True)
+        batches = [encoded]
+        if not self.atomic_across_groups:  # one transaction per hash slot
+            slots: dict[int, dict[str, dict[str, str]]] = {}
             for hash_key, mapping in encoded.items():
-                pipe.hset(hash_key, mapping=mapping)
-            pipe.execute()
+                slots.setdefault(key_slot(hash_key.encode()), {})[hash_key] = mapping
+            batches = list(slots.values())
+        with self._errors():
+            for batch in batches:
+                pipe = self._redis.pipeline(transaction=True)
+                for hash_key, mapping in batch.items():
+                    pipe.hset(hash_key, mapping=mapping)
+                pipe.execute()
 
     def delete(self, namespace: str, key: str) -> bool:
         with self._errors():
-            return bool(self._client.hdel(self._key(namespace), key))
+            return bool(self._redis.hdel(self._key(namespace), key))
 
     def compare_and_set(self, namespace: str, key: str, expected: Any | None, value: Any) -> bool:
         hash_key, text = self._key(namespace), encode(value)
         with self._errors():
             if expected is None:
-                return bool(self._client.hsetnx(hash_key, key, text))
+                return bool(self._redis.hsetnx(hash_key, key, text))
             return bool(self._compare_and_set(keys=[hash_key], args=[key, encode(expected), text]))
 
     def incr(self, counter: str, amount: int = 1) -> int:
         with self._errors():
-            return int(self._client.hincrby(self._key(COUNTERS), counter, amount))
+            return int(self._redis.hincrby(self._key(COUNTERS), counter, amount))
 
     def namespaces(self) -> Iterator[str]:
         pattern = "".join("\\" + c if c in "*?[]\\" else c for c in self.prefix) + "*"
         with self._errors():
-            keys = set(self._client.scan_iter(match=pattern, count=1000, _type="hash"))
+            keys = set(self._redis.scan_iter(match=pattern, count=1000, _type="hash"))
         return iter([self._namespace(key) for key in keys])
 
     def ping(self) -> None:
         with self._errors():
-            self._client.ping()
+            self._redis.ping()
 
     def close(self) -> None:
+        client, self._client = self._client, None
+        if client is None:
+            return
         with self._errors():
-            self._client.close()
-            self._client.connection_pool.disconnect()
+            client.close()
+            if isinstance(client, redis.Redis):
+                client.connection_pool.disconnect()
+                sentinel = getattr(client.connection_pool, "sentinel_manager", None)
+                if sentinel is not None:
+                    sentinel.close()

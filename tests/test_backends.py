@@ -255,8 +255,13 @@ def test_every_registered_scheme_is_declared_by_its_class():
         "redis://localhost/0?timeout=0",
         "redis://localhost/0?timeout=soon",
         "redis://localhost/0?prefix={braces}",
-        "redis+sentinel://localhost:26379/mymaster",
-        "redis+cluster://localhost:7000",
+        "redis+sentinel://localhost:26379",
+        "redis+sentinel://localhost:26379/mymaster/db",
+        "redis+sentinel://localhost:port/mymaster",
+        "redis+sentinel://localhost:26379,/mymaster",
+        "redis+cluster://localhost:7000/1",
+        "redis+cluster://localhost:7000?ssl=true",
+        "redis+cluster://localhost:7000?prefix={braces}",
     ],
 )
 def test_store_from_url_rejects_bad_urls_naming_the_accepted_forms(url):
