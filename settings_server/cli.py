@@ -18,6 +18,8 @@ from __future__ import annotations
 import argparse
 import functools
 import getpass
+import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import date
@@ -226,10 +228,142 @@ def add_token_commands(commands: argparse._SubParsersAction) -> None:
     revoke.set_defaults(handler=_token_revoke)
 
 
+# -- export, import, migrate ------------------------------------------------------------------
+
+
+def _reports_backup_errors(command: Handler) -> Handler:
+    """A :class:`~settings_server.backup.BackupError` ends the command like a CommandError."""
+
+    @functools.wraps(command)
+    def handler(args: argparse.Namespace) -> None:
+        from .backup import BackupError
+
+        try:
+            command(args)
+        except BackupError as exc:
+            raise CommandError(str(exc)) from exc
+
+    return handler
+
+
+def _registry():
+    from .registry import RegistryError, load_registry
+
+    try:
+        return load_registry(from_environment().get("SETTINGS_REGISTRY_FILE"))
+    except RegistryError as exc:
+        raise CommandError(str(exc)) from exc
+
+
+def _configured_store():
+    return store_from_url(from_environment()["SETTINGS_BACKEND"])
+
+
+@_reports_backup_errors
+def _export(args: argparse.Namespace) -> None:
+    from .backup import export_document
+
+    store = _configured_store()
+    try:
+        document = export_document(
+            store, _registry(), include_secrets=args.include_secrets, quiet=args.quiet
+        )
+    finally:
+        store.close()
+    text = json.dumps(document, indent=1, ensure_ascii=False) + "\n"
+    if args.file in (None, "-"):
+        sys.stdout.write(text)
+        return
+    partial = f"{args.file}.partial"
+    try:  # owner-only, and replaced whole: a failed export never leaves half a file
+        with open(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
+            out.write(text)
+        os.replace(partial, args.file)
+    except OSError as exc:
+        raise CommandError(f"cannot write {args.file}: {exc.strerror}") from exc
+    if not args.quiet:
+        print(f"Exported {len(document['users'])} user(s) to {args.file}.", file=sys.stderr)
+
+
+@_reports_backup_errors
+def _import(args: argparse.Namespace) -> None:
+    from .backup import apply_import, plan_import
+
+    try:
+        if args.file == "-":
+            document = json.load(sys.stdin)
+        else:
+            with open(args.file, encoding="utf-8") as source:
+                document = json.load(source)
+    except OSError as exc:
+        raise CommandError(f"cannot read {args.file}: {exc.strerror}") from exc
+    except ValueError as exc:
+        raise CommandError(f"{args.file} is not JSON: {exc}") from exc
+    config = from_environment()
+    store = store_from_url(config["SETTINGS_BACKEND"])
+    try:
+        plan = plan_import(
+            store, _registry(), document,
+            currency_codes_override=config.get("INVENTREE_CURRENCY_CODES"),
+        )
+        if args.dry_run:
+            for line in plan.changes:
+                print(line)
+            print(f"Dry run: {len(plan.changes)} change(s) would be made, "
+                  f"{plan.unchanged} entries unchanged; nothing written.")
+            return
+        apply_import(store, plan)
+    finally:
+        store.close()
+    print(f"Imported: {len(plan.changes)} change(s), {plan.unchanged} entries unchanged.")
+    if plan.without_password:
+        print(f"{len(plan.without_password)} account(s) have no password (exported without "
+              "--include-secrets); set one with: settings-server user set-password NAME",
+              file=sys.stderr)
+
+
+@_reports_backup_errors
+def _migrate(args: argparse.Namespace) -> None:
+    from .backup import migrate
+
+    source, target = store_from_url(args.source), store_from_url(args.target)
+    try:
+        report = migrate(source, target, force=args.force, quiet=args.quiet)
+    finally:
+        source.close()
+        target.close()
+    print(f"Copied and verified {report.namespaces} namespaces, {report.entries} entries.")
+
+
+def add_backup_commands(commands: argparse._SubParsersAction) -> None:
+    export = commands.add_parser("export", help="write every setting and user as JSON")
+    export.add_argument("file", nargs="?", help="output file (default or -: stdout)")
+    export.add_argument("--include-secrets", action="store_true",
+                        help="also password hashes, token hashes and the secret key")
+    export.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    export.set_defaults(handler=_export)
+
+    load = commands.add_parser(
+        "import", help="check a JSON export whole, then write all of it or nothing"
+    )
+    load.add_argument("file", help="an export file (-: stdin)")
+    load.add_argument("--dry-run", action="store_true", help="check and list changes only")
+    load.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    load.set_defaults(handler=_import)
+
+    move = commands.add_parser("migrate", help="copy a whole store to another backend")
+    move.add_argument("--from", dest="source", required=True, metavar="URL")
+    move.add_argument("--to", dest="target", required=True, metavar="URL")
+    move.add_argument("--force", action="store_true", help="copy into a non-empty store")
+    move.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    move.set_defaults(handler=_migrate)
+
+
 #: Each adds one top-level command with its sub-commands.
 COMMAND_GROUPS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     add_user_commands,
     add_token_commands,
+    add_backup_commands,
 )
 
 

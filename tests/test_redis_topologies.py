@@ -162,15 +162,29 @@ def cluster_url() -> Iterator[str]:
         ports = _free_ports(3, bus=True)
         deadline = time.monotonic() + STARTUP_DEADLINE
         for port in ports:
-            start(*_common(port), "--cluster-enabled", "yes",
-                  "--cluster-config-file", f"nodes-{port}.conf")
+            start(
+                *_common(port),
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                f"nodes-{port}.conf",
+            )
         for port in ports:
             with redis.Redis(port=port, socket_timeout=1) as client:
                 _wait_until(client.ping, deadline, f"cluster node {port}")
         subprocess.run(
-            ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{port}" for port in ports),
-             "--cluster-replicas", "0", "--cluster-yes"],
-            check=True, capture_output=True, timeout=max(1.0, deadline - time.monotonic()),
+            [
+                "redis-cli",
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{port}" for port in ports),
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=max(1.0, deadline - time.monotonic()),
         )
         for port in ports:
             with redis.Redis(port=port, socket_timeout=1, decode_responses=True) as client:
@@ -243,8 +257,9 @@ def test_the_api_runs_on_the_topology(request, topology):
     user = authenticator(app).users.create("alice", "pw-alice", is_staff=True)
     headers = {"Authorization": f"Token {authenticator(app).tokens.issue(user).key}"}
     client = app.test_client()
-    answer = client.patch("/api/settings/user/DATE_DISPLAY_FORMAT/", json={"value": "MMM DD YYYY"},
-                          headers=headers)
+    answer = client.patch(
+        "/api/settings/user/DATE_DISPLAY_FORMAT/", json={"value": "MMM DD YYYY"}, headers=headers
+    )
     assert answer.status_code == 200, answer.json
     assert client.get("/api/settings/user/DATE_DISPLAY_FORMAT/", headers=headers).json["value"] == (
         "MMM DD YYYY"
@@ -264,4 +279,22 @@ def test_unreachable_topologies_fail_fast_without_the_password():
         assert time.monotonic() - started < 2
         assert "hunter2secret" not in str(raised.value)
         assert "127.0.0.1:1" in str(raised.value)
+        store.close()
+
+
+def test_migrate_into_the_cluster_and_back(tmp_path, cluster_url):
+    """Many groups written by one set_many on a cluster (one transaction per slot), verified."""
+    from settings_server.backup import migrate
+
+    source = store_from_url(f"sqlite:///{tmp_path / 'source.db'}")
+    source.set_many({f"user:{i}/user": {"LABEL_INLINE": "False"} for i in range(1, 200)})
+    source.incr("user_id", 199)
+    cluster = store_from_url(_with_prefix(cluster_url))
+    back = store_from_url(f"sqlite:///{tmp_path / 'back.db'}")
+    assert migrate(source, cluster, quiet=True).namespaces == 200
+    assert migrate(cluster, back, quiet=True).entries == 200
+    assert {ns: back.get_all(ns) for ns in back.namespaces()} == {
+        ns: source.get_all(ns) for ns in source.namespaces()
+    }
+    for store in (source, cluster, back):
         store.close()

@@ -1,0 +1,517 @@
+"""Backup and move: a store as one JSON document (export, import) and a whole store copied raw
+to another backend (migrate).
+
+The export document, format version 1 (values exactly as stored: wire strings)::
+
+    {"format": "settings-server-export", "version": 1, "exported_at": "...Z",
+     "includes_secrets": false,
+     "global": {"KEY": "value", ...},
+     "users": {"alice": {"id": 2, "first_name": "", "last_name": "", "email": "",
+                         "is_staff": false, "is_superuser": false, "is_active": true}},
+     "user_settings": {"alice": {"KEY": "value"}},
+     "notification_settings": {"alice": {"<method>": {"KEY": "value"}}}}
+
+With secrets, each user also has ``password_hash``, and there are ``tokens`` (``{"alice":
+[token record + "digest"]}``) and ``server`` (``{"secret_key": ...}``). Users are matched by
+username on import: an existing account keeps its id, a new one gets the target store's next id,
+and settings and tokens follow the username. Import checks the whole document first (every
+problem is reported, nothing written), then writes everything in one ``store.set_many``.
+
+Migrate copies every namespace as stored (settings, users, tokens, pk ordinals, counters, the
+secret key), so ids, pks, tokens and sessions survive a change of backend.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from backends import COUNTERS, KeyValueStore
+
+from .auth import SECRET_ENTRY, SECRET_NAMESPACE
+from .registry import SettingDefinition, SettingsRegistry
+from .service import GLOBAL, NOTIFICATION, USER, Kind
+from .tokens import TOKEN_ID_COUNTER, TOKENS, user_index
+from .users import _USERNAME, USER_ID_COUNTER, USERNAMES, USERS
+from .validation import normalise, sanitise
+from .validators import Context, ValidationFailed
+
+FORMAT = "settings-server-export"
+VERSION = 1
+PROFILE_FIELDS = {
+    "first_name": str,
+    "last_name": str,
+    "email": str,
+    "is_staff": bool,
+    "is_superuser": bool,
+    "is_active": bool,
+}
+TOKEN_FIELDS = ("id", "name", "created", "expiry", "revoked", "user_agent", "remote_addr")
+SECTIONS = {
+    "format",
+    "version",
+    "exported_at",
+    "includes_secrets",
+    "global",
+    "users",
+    "user_settings",
+    "notification_settings",
+    "tokens",
+    "server",
+}
+
+
+class BackupError(Exception):
+    """An export, import or migration that cannot be done; ``problems`` lists every reason."""
+
+    def __init__(self, summary: str, problems: Iterable[str] = ()) -> None:
+        self.problems = list(problems)
+        lines = [summary, *(f"  - {problem}" for problem in self.problems)]
+        super().__init__("\n".join(lines))
+
+
+class Progress:
+    """A counter line on ``stream`` (stderr) about every tenth of ``total``; silent if quiet."""
+
+    def __init__(self, what: str, total: int, *, quiet: bool = False, stream: TextIO | None = None):
+        self.what, self.total, self.done = what, total, 0
+        self._stream = None if quiet else (stream or sys.stderr)
+        self._step = max(1, math.ceil(total / 10))
+
+    def advance(self, count: int = 1) -> None:
+        before, self.done = self.done, self.done + count
+        if self._stream and (
+            self.done // self._step > before // self._step or self.done == self.total
+        ):
+            percent = 100 * self.done // self.total if self.total else 100
+            print(
+                f"{self.what}: {self.done}/{self.total} ({percent}%)", file=self._stream, flush=True
+            )
+
+
+# -- export ------------------------------------------------------------------------------------
+
+
+def export_document(
+    store: KeyValueStore,
+    registry: SettingsRegistry,
+    *,
+    include_secrets: bool = False,
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Every stored setting and every user of ``store`` as one JSON-ready document (see the
+    module docstring). Password hashes, tokens and the secret key only with ``include_secrets``."""
+    methods = {key: d.method for key, d in registry.notification_settings.items()}
+    records = sorted(store.get_all(USERS).values(), key=lambda record: record["id"])
+    document: dict[str, Any] = {
+        "format": FORMAT,
+        "version": VERSION,
+        "exported_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        "includes_secrets": include_secrets,
+        "global": dict(sorted(store.get_all(GLOBAL.namespace(None)).items())),
+        "users": {},
+        "user_settings": {},
+        "notification_settings": {},
+    }
+    if include_secrets:
+        document["tokens"] = {}
+        document["server"] = store.get_all(SECRET_NAMESPACE)
+    progress = Progress("export: users", len(records), quiet=quiet)
+    for record in records:
+        username, user_id = record["username"], record["id"]
+        user = {"id": user_id, **{name: record.get(name) for name in PROFILE_FIELDS}}
+        if include_secrets:
+            user["password_hash"] = record.get("password_hash", "")
+        document["users"][username] = user
+        settings = store.get_all(USER.namespace(user_id))
+        if settings:
+            document["user_settings"][username] = dict(sorted(settings.items()))
+        notifications: dict[str, dict[str, str]] = {}
+        for key, value in sorted(store.get_all(NOTIFICATION.namespace(user_id)).items()):
+            notifications.setdefault(methods.get(key) or "unknown", {})[key] = value
+        if notifications:
+            document["notification_settings"][username] = notifications
+        if include_secrets:
+            tokens = _stored_tokens(store, user_id)
+            if tokens:
+                document["tokens"][username] = tokens
+        progress.advance()
+    return document
+
+
+def _stored_tokens(store: KeyValueStore, user_id: int) -> list[dict[str, Any]]:
+    index = store.get_all(user_index(user_id))
+    digests = [entry["digest"] for entry in index.values()]
+    records = store.get_many(TOKENS, digests) if digests else {}
+    tokens = [
+        {**{name: record.get(name) for name in TOKEN_FIELDS}, "digest": digest}
+        for digest, record in records.items()
+    ]
+    return sorted(tokens, key=lambda token: token["id"])
+
+
+# -- import ------------------------------------------------------------------------------------
+
+
+@dataclass
+class _UserImport:
+    username: str
+    user_id: int | None  # None: a new account, id given when written
+    source_id: int | None  # its id in the exported store: new accounts are numbered in this order
+    record: dict[str, Any] | None  # the account record to write (without id), None: unchanged
+    settings: dict[str, str] = field(default_factory=dict)  # changed values only
+    notifications: dict[str, str] = field(default_factory=dict)
+    tokens: list[dict[str, Any]] = field(default_factory=list)  # new tokens (without id)
+
+
+@dataclass
+class ImportPlan:
+    """What an import writes; :attr:`changes` says it in words, one line per change."""
+
+    global_settings: dict[str, str] = field(default_factory=dict)
+    users: list[_UserImport] = field(default_factory=list)
+    secret_key: str | None = None
+    changes: list[str] = field(default_factory=list)
+    unchanged: int = 0
+    without_password: list[str] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not self.changes
+
+
+def plan_import(
+    store: KeyValueStore,
+    registry: SettingsRegistry,
+    document: Any,
+    *,
+    currency_codes_override: str | None = None,
+) -> ImportPlan:
+    """Check ``document`` against the registry and ``store`` and work out what importing it
+    changes; writes nothing. Raises :class:`BackupError` listing every problem found."""
+    problems: list[str] = []
+    if not isinstance(document, dict):
+        raise BackupError("not a settings-server export: the top level must be a JSON object")
+    if document.get("format") != FORMAT:
+        raise BackupError(f"not a settings-server export: 'format' must be {FORMAT!r}")
+    if document.get("version") != VERSION:
+        raise BackupError(
+            f"export format version {document.get('version')!r} is not supported; this "
+            f"settings-server reads version {VERSION}"
+        )
+    problems += [f"unknown section {name!r}" for name in sorted(set(document) - SECTIONS)]
+    sections = {}
+    for name in ("global", "users", "user_settings", "notification_settings", "tokens", "server"):
+        value = document.get(name, {})
+        if not isinstance(value, dict):
+            problems.append(f"{name}: must be a JSON object, got {type(value).__name__}")
+            value = {}
+        sections[name] = value
+
+    plan = ImportPlan()
+    checker = _SettingsChecker(registry, currency_codes_override, problems)
+
+    stored_global = store.get_all(GLOBAL.namespace(None))
+    plan.global_settings = checker.check(GLOBAL, sections["global"], stored_global, "global")
+    plan.unchanged += len(sections["global"]) - len(plan.global_settings)
+    plan.changes += _describe("global", plan.global_settings, stored_global)
+
+    usernames = store.get_all(USERNAMES)
+    named = set(sections["users"])
+    for part in ("user_settings", "notification_settings", "tokens"):
+        for username in sorted(set(sections[part]) - named - set(usernames)):
+            problems.append(f"{part}: unknown user {username!r} (not in 'users' nor in the store)")
+    for username in sorted(
+        named
+        | set(sections["user_settings"])
+        | set(sections["notification_settings"])
+        | set(sections["tokens"])
+    ):
+        if username not in named and username not in usernames:
+            continue
+        plan.users.append(
+            _plan_user(store, checker, sections, username, usernames.get(username), plan, problems)
+        )
+
+    secret = sections["server"].get(SECRET_ENTRY)
+    if secret is not None:
+        if not isinstance(secret, str) or not secret:
+            problems.append("server.secret_key: must be a non-empty string")
+        elif secret != store.get(SECRET_NAMESPACE, SECRET_ENTRY):
+            plan.secret_key = secret
+            plan.changes.append(
+                "server: secret key replaced (sessions signed with the old one end)"
+            )
+    if problems:
+        raise BackupError(f"nothing imported: {len(problems)} problem(s) in the document", problems)
+    return plan
+
+
+def _plan_user(store, checker, sections, username, user_id, plan, problems) -> _UserImport:
+    where = f"users.{username}"
+    stored = store.get(USERS, str(user_id)) if user_id is not None else None
+    given = sections["users"].get(username)
+    record = None
+    if given is not None:
+        if not _USERNAME.fullmatch(username):
+            problems.append(f"{where}: invalid username (1-150 letters, digits and @ . + - _)")
+        if not isinstance(given, dict):
+            problems.append(f"{where}: must be a JSON object")
+            given = {}
+        for name in sorted(set(given) - set(PROFILE_FIELDS) - {"id", "password_hash"}):
+            problems.append(f"{where}: unknown field {name!r}")
+        for name, typ in PROFILE_FIELDS.items():
+            if name in given and not isinstance(given[name], typ):
+                problems.append(f"{where}.{name}: must be a {typ.__name__}")
+        if "password_hash" in given and not isinstance(given["password_hash"], str):
+            problems.append(f"{where}.password_hash: must be a string")
+        base = dict(stored or {"username": username, "password_hash": ""})
+        base.pop("id", None)
+        wanted = {**base, **{k: v for k, v in given.items() if k != "id"}}
+        current = {k: v for k, v in (stored or {}).items() if k != "id"}
+        if wanted != current:
+            record = wanted
+            verb = "new user" if stored is None else "user updated"
+            plan.changes.append(f"users: {username}: {verb}")
+            if not wanted.get("password_hash"):
+                plan.without_password.append(username)
+        else:
+            plan.unchanged += 1
+    source_id = given.get("id") if isinstance(given, dict) else None
+    user = _UserImport(username, user_id, source_id if isinstance(source_id, int) else None, record)
+    for kind, part in ((USER, "user_settings"), (NOTIFICATION, "notification_settings")):
+        values = sections[part].get(username, {})
+        if kind is NOTIFICATION and isinstance(values, dict):
+            values = checker.flatten_methods(values, f"{part}.{username}")
+        current = store.get_all(kind.namespace(user_id)) if user_id is not None else {}
+        changed = checker.check(kind, values, current, f"{part}.{username}")
+        plan.unchanged += len(values) - len(changed) if isinstance(values, dict) else 0
+        plan.changes += _describe(f"{part}: {username}", changed, current)
+        if kind is USER:
+            user.settings = changed
+        else:
+            user.notifications = changed
+    user.tokens = _plan_tokens(
+        store, sections["tokens"].get(username, []), user_id, f"tokens.{username}", problems
+    )
+    plan.changes += [f"tokens: {username}: token {t['name']!r} added" for t in user.tokens]
+    return user
+
+
+def _plan_tokens(store, tokens, user_id, where, problems) -> list[dict[str, Any]]:
+    from .tokens import ApiToken
+
+    if not isinstance(tokens, list):
+        problems.append(f"{where}: must be a list of tokens")
+        return []
+    new = []
+    for number, token in enumerate(tokens):
+        try:
+            digest = token["digest"]
+            if not (isinstance(digest, str) and len(digest) == 64 and int(digest, 16) >= 0):
+                raise ValueError("digest must be 64 hex digits")
+            record = {name: token[name] for name in TOKEN_FIELDS}
+            ApiToken.from_record({**record, "user": 0}, digest)  # parses dates and fields
+        except (KeyError, TypeError, ValueError) as exc:
+            problems.append(f"{where}[{number}]: not a token record ({type(exc).__name__}: {exc})")
+            continue
+        existing = store.get(TOKENS, digest)
+        if existing is None:
+            new.append({**record, "digest": digest})
+        elif existing["user"] != user_id:
+            problems.append(f"{where}[{number}]: this token belongs to another user in the store")
+    return new
+
+
+class _SettingsChecker:
+    """Values through the API's write pipeline (``sanitise`` then ``normalise``)."""
+
+    def __init__(self, registry: SettingsRegistry, currency_override: str | None, problems):
+        self.registry = registry
+        self.currency_override = currency_override
+        self.problems = problems
+        self.definitions = {
+            GLOBAL: registry.global_settings,
+            USER: registry.user_settings,
+            NOTIFICATION: registry.notification_settings,
+        }
+
+    def flatten_methods(self, methods: Mapping[str, Any], where: str) -> dict[str, Any]:
+        flat: dict[str, Any] = {}
+        for method, values in methods.items():
+            known = self.registry.notification_methods.get(method)
+            if known is None:
+                self.problems.append(f"{where}: unknown notification method {method!r}")
+            elif not isinstance(values, dict):
+                self.problems.append(f"{where}.{method}: must be a JSON object")
+            else:
+                keys = {d.key for d in known.settings}
+                for key, value in values.items():
+                    if key in keys:
+                        flat[key] = value
+                    else:
+                        self.problems.append(f"{where}.{method}: unknown setting {key!r}")
+        return flat
+
+    def check(
+        self, kind: Kind, values: Any, stored: Mapping[str, str], where: str
+    ) -> dict[str, str]:
+        """The normalised values of ``values`` that differ from ``stored``."""
+        if not isinstance(values, dict):
+            self.problems.append(f"{where}: must be a JSON object of KEY: value")
+            return {}
+        definitions = self.definitions[kind]
+        pending = {**stored, **{k: v for k, v in values.items() if isinstance(v, str)}}
+        changed = {}
+        for key, value in values.items():
+            definition = definitions.get(key)
+            if definition is None:
+                self.problems.append(f"{where}: unknown setting {key!r}")
+                continue
+            if not isinstance(value, str):
+                self.problems.append(
+                    f"{where}.{key}: values are strings as exported, got {type(value).__name__}"
+                )
+                continue
+            try:
+                text = normalise(
+                    definition,
+                    sanitise(value),
+                    self._choices(definition, definitions, pending),
+                    Context(
+                        related={
+                            k: self._value(definitions, k, pending) for k in definition.related_keys
+                        },
+                        currencies=self.registry.currencies,
+                    ),
+                )
+            except ValidationFailed as exc:
+                messages = "; ".join(m for ms in exc.body.values() for m in ms)
+                self.problems.append(f"{where}.{key}: {value!r}: {messages}")
+                continue
+            if stored.get(key) != text:
+                changed[key] = text
+        return changed
+
+    @staticmethod
+    def _value(definitions: Mapping[str, SettingDefinition], key: str, pending) -> str:
+        if key in pending:
+            return pending[key]
+        definition = definitions.get(key)
+        return definition.wire_default if definition else ""
+
+    def _choices(self, definition, definitions, pending) -> list[str]:
+        # As SettingsService._choices: static choices, or the configured currency codes.
+        if definition.choices_from != "currencies":
+            return [choice.value for choice in definition.choices]
+        codes = self.currency_override
+        if codes is None:
+            codes = self._value(definitions, "CURRENCY_CODES", pending)
+        found = [part.strip().upper() for part in codes.split(",")]
+        return [code for code in dict.fromkeys(found) if code in self.registry.currencies]
+
+
+def _describe(where: str, changed: Mapping[str, str], stored: Mapping[str, str]) -> list[str]:
+    return [
+        f"{where}: {key} = {value!r}" + (f" (was {stored[key]!r})" if key in stored else "")
+        for key, value in changed.items()
+    ]
+
+
+def apply_import(store: KeyValueStore, plan: ImportPlan) -> dict[str, dict[str, Any]]:
+    """Write ``plan`` with one ``store.set_many`` (ids for new users and tokens are taken from
+    the store's counters first); returns what was written."""
+    new_users = sorted(
+        (user for user in plan.users if user.user_id is None),
+        key=lambda user: (user.source_id is None, user.source_id or 0, user.username),
+    )
+    if new_users:
+        last = store.incr(USER_ID_COUNTER, len(new_users))
+        for user, user_id in zip(
+            new_users, range(last - len(new_users) + 1, last + 1), strict=True
+        ):
+            user.user_id = user_id
+    tokens = [(user, token) for user in plan.users for token in user.tokens]
+    token_ids = iter(())
+    if tokens:
+        last = store.incr(TOKEN_ID_COUNTER, len(tokens))
+        token_ids = iter(range(last - len(tokens) + 1, last + 1))
+
+    entries: dict[str, dict[str, Any]] = {}
+
+    def put(namespace: str, values: Mapping[str, Any]) -> None:
+        if values:
+            entries.setdefault(namespace, {}).update(values)
+
+    put(GLOBAL.namespace(None), plan.global_settings)
+    for user in plan.users:
+        if user.record is not None:
+            put(USERS, {str(user.user_id): {**user.record, "id": user.user_id}})
+            put(USERNAMES, {user.username: user.user_id})
+        put(USER.namespace(user.user_id), user.settings)
+        put(NOTIFICATION.namespace(user.user_id), user.notifications)
+    for user, token in tokens:
+        token_id = next(token_ids)
+        record = {name: token[name] for name in TOKEN_FIELDS}
+        put(TOKENS, {token["digest"]: {**record, "id": token_id, "user": user.user_id}})
+        put(
+            user_index(user.user_id),
+            {str(token_id): {"digest": token["digest"], "name": token["name"]}},
+        )
+    if plan.secret_key is not None:
+        put(SECRET_NAMESPACE, {SECRET_ENTRY: plan.secret_key})
+    store.set_many(entries)
+    return entries
+
+
+# -- migrate -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MigrationReport:
+    namespaces: int
+    entries: int
+
+
+def migrate(
+    source: KeyValueStore, target: KeyValueStore, *, force: bool = False, quiet: bool = False
+) -> MigrationReport:
+    """Copy every namespace of ``source`` into ``target`` as stored, in one ``set_many``, then
+    read everything back to check it. ``target`` must be empty unless ``force`` (then entries
+    are overwritten, others kept, and counters never go down)."""
+    existing = sorted(target.namespaces())
+    if existing and not force:
+        raise BackupError(
+            f"the target store is not empty ({len(existing)} namespaces, e.g. "
+            f"{', '.join(existing[:3])}); use --force to copy over it"
+        )
+    names = sorted(source.namespaces())
+    progress = Progress("migrate: read namespaces", len(names), quiet=quiet)
+    data: dict[str, dict[str, Any]] = {}
+    for namespace in names:
+        data[namespace] = source.get_all(namespace)
+        progress.advance()
+    if force and COUNTERS in data:
+        present = target.get_all(COUNTERS)
+        data[COUNTERS] = {
+            name: max(value, present.get(name, value)) for name, value in data[COUNTERS].items()
+        }
+    if not quiet:
+        print(f"migrate: writing {len(names)} namespaces in one transaction", file=sys.stderr)
+    target.set_many(data)
+
+    progress = Progress("migrate: verify namespaces", len(names), quiet=quiet)
+    mismatches = []
+    for namespace, values in data.items():
+        copied = target.get_all(namespace)
+        wrong = [key for key, value in values.items() if copied.get(key) != value]
+        if wrong:
+            mismatches.append(f"{namespace}: {len(wrong)} of {len(values)} entries differ")
+        progress.advance()
+    if mismatches:
+        raise BackupError("the copy does not match the source", mismatches)
+    return MigrationReport(len(data), sum(len(values) for values in data.values()))
