@@ -15,11 +15,12 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     the store (without connecting), register the blueprints.
 
     Raises :class:`backends.ConfigurationError` or :class:`settings_server.registry.RegistryError`
-    when the configuration cannot work, so a bad deployment stops at start-up.
+    (or ``ValueError`` for a bad ``SETTINGS_LOG_LEVEL``) when the configuration cannot work, so
+    a bad deployment stops at start-up. Sets the level of the ``settings_server`` loggers.
     """
     from backends import store_from_url
 
-    from . import api, auth, errors
+    from . import access_log, api, auth, errors
     from .config import from_environment
     from .registry import load_registry
     from .service import SettingsService
@@ -40,4 +41,5 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     auth.init_app(app)
     api.init_app(app)
     errors.init_app(app)  # after flask-smorest, whose own error handler it replaces
+    access_log.init_app(app)  # last: its clock starts before every other hook
     return app

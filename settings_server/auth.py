@@ -44,6 +44,8 @@ from .users import DuplicateUser, User, UserDirectory
 
 WWW_AUTHENTICATE = {"WWW-Authenticate": "Token"}
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+#: Never authenticated, credentials ignored: the health check must not depend on the store.
+UNAUTHENTICATED_PATHS = frozenset({"/api/health/"})
 
 SESSION_COOKIE = "sessionid"
 SESSION_MAX_AGE = 1_209_600  # two weeks, Django's default
@@ -213,7 +215,7 @@ def init_app(app: Flask) -> None:
 def _authenticate() -> None:
     g.user = None
     g.auth_scheme = None
-    if not request.path.startswith("/api/"):
+    if not request.path.startswith("/api/") or request.path in UNAUTHENTICATED_PATHS:
         return
     auth = authenticator()
     auth.bootstrap_once()

@@ -18,6 +18,11 @@ ENVIRONMENT = {
     "SETTINGS_TRUSTED_ORIGINS": "",
     "SETTINGS_STORAGE_TIMEOUT": "2.0",
     "INVENTREE_CURRENCY_CODES": None,
+    # Serving (settings-server run / settings_server/gunicorn_conf.py) and logs.
+    "SETTINGS_BIND": "127.0.0.1:8000",
+    "WEB_CONCURRENCY": None,  # gunicorn workers; None: 2 x cores + 1 (at most 8), 1 for memory://
+    "SETTINGS_GRACEFUL_TIMEOUT": "30",
+    "SETTINGS_LOG_LEVEL": "info",
 }
 
 

@@ -15,6 +15,7 @@ from .rendering import compact
 NOT_FOUND = "Not found."
 PERMISSION_DENIED = "You do not have permission to perform this action."
 NOT_AUTHENTICATED = "Authentication credentials were not provided."
+RETRY_AFTER = "5"  # seconds, on every 503 for an unavailable store
 
 
 ALLOW_ORDER = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
@@ -82,7 +83,7 @@ def _handle_http_exception(exc: HTTPException) -> Response:
 
 def _handle_storage_unavailable(exc: StorageUnavailable) -> Response:
     response = json_response({"detail": f"Storage unavailable: {exc}"}, 503)
-    response.headers["Retry-After"] = "5"
+    response.headers["Retry-After"] = RETRY_AFTER
     return response
 
 

@@ -532,11 +532,15 @@ def test_core_flow_on_backend(store_url):
 
 
 def test_no_secret_in_logs_or_error_bodies(app, client, alice, caplog):
+    """Passwords, tokens, session and CSRF cookies, query values and setting values appear
+    neither in any log record (the request lines included) nor in an error body."""
     caplog.set_level(logging.DEBUG)
-    secrets_seen = ["pw-alice", "wrong-password-123"]
-    issued = body(client.get(TOKEN, query_string={"name": "x"}, headers=basic("alice", "pw-alice")))
-    secrets_seen.append(issued["token"])
-    secrets_seen.append(authenticator(app).secret_key)
+    secrets_seen = ["pw-alice", "wrong-password-123", "query-secret-456", "value-secret-789"]
+    login = client.get(TOKEN, query_string={"name": "x"}, headers=basic("alice", "pw-alice"))
+    issued = body(login)
+    session = cookie(login, "sessionid").split(";")[0].split("=", 1)[1]
+    csrf = cookie(login, "csrftoken").split(";")[0].split("=", 1)[1]
+    secrets_seen += [issued["token"], authenticator(app).secret_key, session, csrf]
     responses = [
         client.get(ME, headers=basic("alice", "wrong-password-123")),
         client.get(ME, headers={"Authorization": f"Token {issued['token']}x"}),
@@ -547,11 +551,23 @@ def test_no_secret_in_logs_or_error_bodies(app, client, alice, caplog):
         client.post(ME, headers={"Authorization": f"Token {issued['token']}"}),
         client.post(ME, headers={"X-CSRFToken": "pw-alice"}),
     ]
+    # The unrouted 404 echoes the caller's own URL (SPEC §1); it must not reach the log.
+    unrouted = client.get(f"/api/user/?{issued['token']}&password=query-secret-456")
+    written = client.patch(  # by session, with the CSRF token
+        "/api/settings/user/LAST_USED_PRINTING_MACHINES/",
+        json={"value": "value-secret-789"},
+        headers={"X-CSRFToken": csrf},
+    )
     client.get(
         TOKEN, query_string={"name": "x"}, headers={"Authorization": f"Token {issued['token']}"}
     )
     assert [r.status_code for r in responses] == [401, 401, 401, 400, 405, 403]
+    assert unrouted.status_code == 404
+    assert written.status_code == 200 and written.get_json()["value"] == "value-secret-789"
     logged = "\n".join(record.getMessage() for record in caplog.records)
+    requests_logged = [r for r in caplog.records if r.name == "settings_server.access"]
+    assert len(requests_logged) == 1 + len(responses) + 3  # one line per request
+    assert json.loads(requests_logged[-2].getMessage())["user"] == alice.id
     for secret in secrets_seen:
         assert secret not in logged
         for response in responses:

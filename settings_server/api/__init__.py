@@ -39,7 +39,7 @@ def init_app(app: Flask) -> None:
     api = Api(app)
     registry = app.extensions["settings_registry"]
 
-    from . import root, schemas, settings
+    from . import health, root, schemas, settings
 
     for name, definitions in (
         ("global_key", registry.global_settings),
@@ -53,6 +53,7 @@ def init_app(app: Flask) -> None:
         )
     schemas.register(api, registry)
     api.register_blueprint(root.blp)
+    api.register_blueprint(health.blp)
     api.register_blueprint(settings.blp)
     try:
         from . import users

@@ -1,0 +1,87 @@
+"""One JSON line per request on the ``settings_server.access`` logger, and the log level.
+
+A line holds what an operator needs and nothing a caller could have meant to keep secret::
+
+    {"time": "2024-05-01T12:00:00.123Z", "event": "request", "method": "PATCH",
+     "path": "/api/settings/user/DATE_DISPLAY_FORMAT/", "status": 200, "duration_ms": 3.2,
+     "user": 7, "auth": "token", "remote": "127.0.0.1", "pid": 4242}
+
+``user`` is the authenticated user's id (``null`` when anonymous or refused), ``auth`` the
+scheme that succeeded, ``pid`` the worker that answered. The query string (even its parameter
+names: ``?<token>`` would be one), headers, cookies and bodies are never logged, so neither
+passwords, tokens, session cookies nor setting values can appear.
+
+:func:`configure_logging` sets the level of every ``settings_server`` logger
+(``SETTINGS_LOG_LEVEL``). When nothing else has configured logging (no handler on the root
+logger, as under gunicorn), request lines go to stdout on their own; otherwise they propagate
+to the handlers already there (pytest's, or the operator's logging configuration).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from datetime import UTC, datetime
+
+from flask import Flask, Response, g, request
+
+LOGGER = logging.getLogger("settings_server.access")
+LEVELS = ("debug", "info", "warning", "error", "critical")
+MAX_PATH = 300  # characters of the path kept in a line
+
+
+class _StdoutHandler(logging.StreamHandler):
+    """Request lines on stdout, the message alone (it is the JSON line)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stdout)
+        self.setFormatter(logging.Formatter("%(message)s"))
+
+
+def configure_logging(level: str) -> None:
+    """Set the level of the ``settings_server`` loggers; give request lines a stdout handler
+    when logging is not configured otherwise. Raises ``ValueError`` for an unknown level."""
+    name = str(level).strip().lower()
+    if name not in LEVELS:
+        raise ValueError(f"SETTINGS_LOG_LEVEL must be one of {', '.join(LEVELS)}, got {level!r}")
+    logging.getLogger("settings_server").setLevel(name.upper())
+    if logging.getLogger().handlers:
+        return
+    if not any(isinstance(handler, _StdoutHandler) for handler in LOGGER.handlers):
+        LOGGER.addHandler(_StdoutHandler())
+    LOGGER.propagate = False  # not again through Flask's stderr handler
+
+
+def init_app(app: Flask) -> None:
+    """Log every request of ``app``; call after the other ``before_request`` hooks are in."""
+    configure_logging(app.config.get("SETTINGS_LOG_LEVEL") or "info")
+    app.before_request_funcs.setdefault(None, []).insert(0, _start_clock)
+    app.after_request(_log_request)
+
+
+def _start_clock() -> None:
+    g.request_started = time.perf_counter()
+
+
+def _log_request(response: Response) -> Response:
+    if not LOGGER.isEnabledFor(logging.INFO):
+        return response
+    started = g.get("request_started")
+    user = g.get("user")
+    line = {
+        "time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "event": "request",
+        "method": request.method,
+        "path": request.path[:MAX_PATH],
+        "status": response.status_code,
+        "duration_ms": round((time.perf_counter() - started) * 1000, 2) if started else None,
+        "user": user.id if user is not None else None,
+        "auth": g.get("auth_scheme"),
+        "remote": request.remote_addr,
+        "pid": os.getpid(),
+    }
+    LOGGER.info(json.dumps(line, ensure_ascii=True))
+    return response
