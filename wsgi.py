@@ -1,5 +1,6 @@
-"""WSGI entry point: ``gunicorn wsgi:app``."""
+"""WSGI entry point from a checkout: ``gunicorn wsgi:app`` (``gunicorn.conf.py`` beside it
+applies settings_server/gunicorn_conf.py)."""
 
-from settings_server import create_app
+from settings_server.wsgi import app
 
-app = create_app()
+__all__ = ["app"]

@@ -228,6 +228,47 @@ def add_token_commands(commands: argparse._SubParsersAction) -> None:
     revoke.set_defaults(handler=_token_revoke)
 
 
+# -- run -------------------------------------------------------------------------------------
+
+GUNICORN_CONFIG = "python:settings_server.gunicorn_conf"
+WSGI_APP = "settings_server.wsgi:app"
+
+
+def _run(args: argparse.Namespace) -> None:
+    """Check the configuration by building the app once (nothing is connected), then replace
+    this process with gunicorn, so that signals (SIGTERM: graceful stop) reach its arbiter."""
+    from .registry import RegistryError
+
+    if args.bind:
+        os.environ["SETTINGS_BIND"] = args.bind
+    if args.workers is not None:
+        os.environ["WEB_CONCURRENCY"] = str(args.workers)
+    from . import create_app
+
+    try:
+        create_app()
+    except (StorageError, RegistryError, ValueError) as exc:
+        raise CommandError(f"cannot start: {exc}") from exc
+    argv = [sys.executable, "-m", "gunicorn", "--config", GUNICORN_CONFIG, WSGI_APP]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, argv)
+
+
+def add_run_command(commands: argparse._SubParsersAction) -> None:
+    run = commands.add_parser(
+        "run",
+        help="serve the API under gunicorn (settings_server/gunicorn_conf.py)",
+        description="Serve the API under gunicorn with the shipped configuration. Other "
+        "gunicorn options can be given in GUNICORN_CMD_ARGS.",
+    )
+    run.add_argument("--bind", help="address(es), comma-separated (default: SETTINGS_BIND)")
+    run.add_argument(
+        "--workers", type=int, help="worker processes (default: WEB_CONCURRENCY, else 2 x cores + 1)"
+    )
+    run.set_defaults(handler=_run)
+
+
 # -- export, import, migrate ------------------------------------------------------------------
 
 
@@ -363,6 +404,7 @@ def add_backup_commands(commands: argparse._SubParsersAction) -> None:
 COMMAND_GROUPS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     add_user_commands,
     add_token_commands,
+    add_run_command,
     add_backup_commands,
 )
 

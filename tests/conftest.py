@@ -112,3 +112,53 @@ def store(store_url):
     opened = store_from_url(store_url)
     yield opened
     opened.close()
+
+
+# --- servers under gunicorn, private Redis (issue 6) ----------------------------------------
+
+
+@pytest.fixture
+def servers(tmp_path):
+    """``servers.start(backend, *args, command="run"|"gunicorn", **env)`` starts a server
+    on a free port and returns a :class:`servers.Server` once it answers; every one is stopped
+    (SIGTERM, then SIGKILL) after the test. ``command="run"`` is ``settings-server run``, else
+    plain ``gunicorn wsgi:app`` from the checkout."""
+    from servers import BIN, Server, free_port, server_env
+
+    started: list[Server] = []
+
+    class Servers:
+        def start(self, backend, *args, command="run", wait=True, **env):
+            port = free_port()
+            bind = f"127.0.0.1:{port}"
+            if command == "run":
+                argv = [str(BIN / "settings-server"), "run", "--bind", bind, *args]
+            else:
+                argv = [str(BIN / "gunicorn"), "wsgi:app", "--bind", bind, *args]
+            server = Server(argv, server_env(backend, **env), tmp_path / "servers", port)
+            started.append(server)
+            return server.wait_ready() if wait else server
+
+    yield Servers()
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def private_redis(tmp_path):
+    """A started private redis-server (see :class:`servers.RedisServer`), killed afterwards.
+    Skips without ``redis-server``, or fails when ``SETTINGS_REQUIRE_REDIS=1``."""
+    import shutil
+
+    from servers import RedisServer
+
+    if shutil.which("redis-server") is None:
+        message = "redis-server is not installed (needed for a private Redis to kill)"
+        if os.environ.get("SETTINGS_REQUIRE_REDIS") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    server = RedisServer(tmp_path / "redis")
+    try:
+        yield server.start()
+    finally:
+        server.kill()

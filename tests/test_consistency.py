@@ -1,0 +1,150 @@
+"""Every process that serves one store answers from the store, not from memory of its own
+(issue 6, item 2): a write through one server or worker is what the very next read through
+another returns.
+
+Two gunicorn servers share one Redis (a prefix of the test's own); one gunicorn with two
+workers serves one SQLite file. Per-process state in the app is either immutable (pk ordinals,
+rendered templates, the secret key once stored) or keyed by what it depends on (verified
+passwords are remembered per stored password hash): the password and deactivation rounds
+below prove that a change made elsewhere is seen by every worker at once.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from settings_server import create_app
+from settings_server.auth import authenticator
+
+pytestmark = pytest.mark.slow
+
+ROUNDS = 20
+GLOBAL = "/api/settings/global/INVENTREE_INSTANCE/"
+USER = "/api/settings/user/LAST_USED_PRINTING_MACHINES/"
+TOKEN = "/api/user/token/"
+ME = "/api/user/me/"
+
+
+def basic(username: str, password: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()}
+
+
+def token(key: str) -> dict[str, str]:
+    return {"Authorization": f"Token {key}"}
+
+
+class Accounts:
+    """Users and tokens made directly in the servers' store, from the test process."""
+
+    def __init__(self, backend: str) -> None:
+        self.app = create_app({"TESTING": True, "SETTINGS_BACKEND": backend})
+        self.auth = authenticator(self.app)
+        self.staff = self.auth.users.create("staff", "pw-staff-1", is_staff=True)
+        self.key = self.auth.tokens.issue(self.staff, "main").key
+
+    def close(self) -> None:
+        self.app.extensions["settings_store"].close()
+
+
+def call(method: str, url: str, headers: dict[str, str], **kwargs) -> requests.Response:
+    return requests.request(method, url, headers=headers, timeout=10, **kwargs)
+
+
+def alternate(urls: list[str]) -> Iterator[tuple[str, str]]:
+    """(writer, reader) pairs, switching roles every round."""
+    n = 0
+    while True:
+        yield urls[n % len(urls)], urls[(n + 1) % len(urls)]
+        n += 1
+
+
+def check_rounds(urls: list[str], accounts: Accounts) -> None:
+    """Settings, tokens, sessions, passwords and deactivation, written through one URL and
+    read at once through the other (the same URL for several workers behind one port)."""
+    main = token(accounts.key)
+    pairs = alternate(urls)
+    previous_key = None
+    for n in range(ROUNDS):
+        writer, reader = next(pairs)
+        value = f"user value {n}"
+        assert call("PATCH", writer + USER, main, json={"value": value}).json()["value"] == value
+        assert call("GET", reader + USER, main).json()["value"] == value
+        listed = call("GET", reader + "/api/settings/user/", main).json()
+        assert {"key": "LAST_USED_PRINTING_MACHINES", "value": value}.items() <= next(
+            row for row in listed if row["key"] == "LAST_USED_PRINTING_MACHINES"
+        ).items()
+
+        writer, reader = next(pairs)
+        value = f"Instance {n}"
+        assert call("PATCH", writer + GLOBAL, main, json={"value": value}).status_code == 200
+        assert call("GET", reader + GLOBAL, main).json()["value"] == value
+
+        # Re-issuing the token named "round" revokes the previous one everywhere.
+        issued = call("GET", writer + TOKEN, main, params={"name": "round"}).json()["token"]
+        assert call("GET", reader + ME, token(issued)).status_code == 200
+        if previous_key is not None:
+            for url in urls:
+                refused = call("GET", url + ME, token(previous_key))
+                assert refused.status_code == 401, refused.text
+                assert refused.json() == {"detail": "Token has been revoked"}
+        previous_key = issued
+
+    # A session made by one process is honoured by the others (one shared secret key).
+    writer, reader = next(pairs)
+    login = call("GET", writer + TOKEN, basic("staff", "pw-staff-1"))
+    session = {"Cookie": f"sessionid={login.cookies['sessionid']}"}
+    assert call("GET", reader + ME, session).json()["username"] == "staff"
+
+    # Every worker has verified (and remembered) the password; a change made elsewhere
+    # takes effect in all of them at once.
+    for _ in range(4):
+        for url in urls:
+            assert call("GET", url + ME, basic("staff", "pw-staff-1")).status_code == 200
+    accounts.auth.users.set_password(accounts.staff.id, "pw-staff-2")
+    for _ in range(4):
+        for url in urls:
+            assert call("GET", url + ME, basic("staff", "pw-staff-1")).status_code == 401
+            assert call("GET", url + ME, basic("staff", "pw-staff-2")).status_code == 200
+            assert call("GET", url + ME, session).status_code == 401  # sessions ended too
+
+    accounts.auth.users.deactivate(accounts.staff.id)
+    for _ in range(4):
+        for url in urls:
+            refused = call("GET", url + ME, main)
+            assert refused.json() == {"detail": "User inactive or deleted."}
+            assert call("GET", url + ME, basic("staff", "pw-staff-2")).status_code == 401
+
+
+@pytest.mark.redis
+def test_two_servers_on_one_redis(servers, redis_url):
+    accounts = Accounts(redis_url)
+    try:
+        first = servers.start(redis_url, "--workers", "2")
+        second = servers.start(redis_url, "--workers", "2")
+        check_rounds([first.url, second.url], accounts)
+    finally:
+        accounts.close()
+
+
+def test_two_workers_on_one_sqlite_file(servers, tmp_path):
+    backend = f"sqlite:///{tmp_path}/shared.db"
+    accounts = Accounts(backend)
+    try:
+        server = servers.start(backend, "--workers", "2")
+        check_rounds([server.url], accounts)
+    finally:
+        accounts.close()
+    # The request lines name the worker that answered: both served, and many reads were
+    # answered by the worker that had not made the write just before.
+    lines = server.request_lines()
+    assert {line["pid"] for line in lines} == set(server.workers())
+    crossed = sum(
+        1 for write, read in itertools.pairwise(lines)
+        if write["method"] == "PATCH" and read["method"] == "GET" and write["pid"] != read["pid"]
+    )
+    assert crossed >= 3, lines
