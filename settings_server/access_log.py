@@ -13,8 +13,9 @@ passwords, tokens, session cookies nor setting values can appear.
 
 :func:`configure_logging` sets the level of every ``settings_server`` logger
 (``SETTINGS_LOG_LEVEL``). When nothing else has configured logging (no handler on the root
-logger, as under gunicorn), request lines go to stdout on their own; otherwise they propagate
-to the handlers already there (pytest's, or the operator's logging configuration).
+logger, as under gunicorn), request lines go to stdout and other messages to stderr;
+otherwise everything propagates to the handlers already there (pytest's, or the operator's
+logging configuration).
 """
 
 from __future__ import annotations
@@ -41,18 +42,34 @@ class _StdoutHandler(logging.StreamHandler):
         self.setFormatter(logging.Formatter("%(message)s"))
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Every other ``settings_server`` message on stderr, formatted like gunicorn's."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+        self.setFormatter(
+            logging.Formatter(
+                "[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s",
+                "%Y-%m-%d %H:%M:%S %z",
+            )
+        )
+
+
 def configure_logging(level: str) -> None:
-    """Set the level of the ``settings_server`` loggers; give request lines a stdout handler
-    when logging is not configured otherwise. Raises ``ValueError`` for an unknown level."""
+    """Set the level of the ``settings_server`` loggers; when logging is not configured
+    otherwise, send request lines to stdout and other messages (warnings such as a failed
+    health check, errors) to stderr. Raises ``ValueError`` for an unknown level."""
     name = str(level).strip().lower()
     if name not in LEVELS:
         raise ValueError(f"SETTINGS_LOG_LEVEL must be one of {', '.join(LEVELS)}, got {level!r}")
-    logging.getLogger("settings_server").setLevel(name.upper())
+    package = logging.getLogger("settings_server")  # also Flask's app.logger
+    package.setLevel(name.upper())
     if logging.getLogger().handlers:
         return
-    if not any(isinstance(handler, _StdoutHandler) for handler in LOGGER.handlers):
-        LOGGER.addHandler(_StdoutHandler())
-    LOGGER.propagate = False  # not again through Flask's stderr handler
+    for logger, handler_class in ((LOGGER, _StdoutHandler), (package, _StderrHandler)):
+        if not any(type(handler) is handler_class for handler in logger.handlers):
+            logger.addHandler(handler_class())
+    LOGGER.propagate = False  # request lines on stdout only
 
 
 def init_app(app: Flask) -> None:
