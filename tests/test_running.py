@@ -5,6 +5,7 @@ from __future__ import annotations
 import runpy
 import signal
 import subprocess
+import time
 
 import pytest
 import requests
@@ -98,3 +99,10 @@ def test_memory_backend_runs_with_one_worker(servers):
     server = servers.start("memory://")
     assert "(1 worker(s), storage memory)" in server.stdout()
     assert requests.get(f"{server.url}/api/health/", timeout=5).status_code == 200
+    server.process.send_signal(signal.SIGTTIN)  # gunicorn's "one more worker"
+    deadline = time.monotonic() + 5
+    while "ignoring the request for more workers" not in server.stderr():
+        assert time.monotonic() < deadline, server.stderr()
+        time.sleep(0.05)
+    time.sleep(0.5)  # a worker gunicorn were to add would be forked by now
+    assert len(server.workers()) == 1
