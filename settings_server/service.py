@@ -77,6 +77,7 @@ class SettingsService:
         }
         self._templates: dict[Kind, dict[str, RowTemplate]] = {kind: {} for kind in KINDS.values()}
         self._ordinals: dict[Kind, dict[str, int]] = {}
+        self._last_list: dict[Kind, tuple[int | None, dict, list[Row]]] = {}
         self._keys_by_ordinal: dict[Kind, dict[int, str]] = {}
         self._lock = threading.Lock()
 
@@ -89,6 +90,9 @@ class SettingsService:
         """Every served setting of ``kind`` (for ``user_id``), in pk order, in one read."""
         ordinals = self._ordinals_for(kind)
         stored = self.store.get_all(kind.namespace(user_id))
+        last = self._last_list.get(kind)
+        if last is not None and last[0] == user_id and last[1] == stored:
+            return last[2]  # the same stored values render to the same rows
         definitions = self._definitions[kind]
         rows = [
             self._row(kind, definition, ordinals[key], stored, user_id)
@@ -98,6 +102,7 @@ class SettingsService:
             if key in ordinals and not key.startswith("_"):
                 rows.append(self._row(kind, _ORPHAN, ordinals[key], stored, user_id, key=key))
         rows.sort(key=lambda row: row.pk)
+        self._last_list[kind] = (user_id, stored, rows)
         return rows
 
     def get(self, kind: Kind, key: str, user_id: int | None = None) -> Row:

@@ -41,6 +41,8 @@ def service() -> SettingsService:
 
 def list_response(rows: list[Row]):
     """Search, order and paginate ``rows`` from the query string (SPEC §6)."""
+    if not request.query_string:
+        return raw_json_response(_array(rows))
     args = request.args
     rows = _search(rows, args.get("search", ""), args.get("search_regex"), args.get("search_whole"))
     rows = _order(rows, args.get("ordering", ""))
@@ -58,7 +60,7 @@ def list_response(rows: list[Row]):
 
 
 def _array(rows: list[Row]) -> str:
-    return f"[{','.join(row.json for row in rows)}]"
+    return f"[{','.join([row.json for row in rows])}]"
 
 
 def _positive_int(text: str | None) -> int | None:
