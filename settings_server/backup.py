@@ -33,12 +33,11 @@ from typing import Any, TextIO
 from backends import COUNTERS, KeyValueStore
 
 from .auth import SECRET_ENTRY, SECRET_NAMESPACE
-from .registry import SettingDefinition, SettingsRegistry
-from .service import GLOBAL, NOTIFICATION, USER, Kind
+from .registry import SettingsRegistry
+from .service import GLOBAL, NOTIFICATION, USER, Kind, SettingsService
 from .tokens import TOKEN_ID_COUNTER, TOKENS, user_index
-from .users import _USERNAME, USER_ID_COUNTER, USERNAMES, USERS
-from .validation import normalise, sanitise
-from .validators import Context, ValidationFailed
+from .users import USER_ID_COUNTER, USERNAME_RULE, USERNAMES, USERS
+from .validators import ValidationFailed
 
 FORMAT = "settings-server-export"
 VERSION = 1
@@ -213,7 +212,9 @@ def plan_import(
         sections[name] = value
 
     plan = ImportPlan()
-    checker = _SettingsChecker(registry, currency_codes_override, problems)
+    checker = _SettingsChecker(
+        SettingsService(store, registry, currency_codes_override), problems
+    )
 
     stored_global = store.get_all(GLOBAL.namespace(None))
     plan.global_settings = checker.check(GLOBAL, sections["global"], stored_global, "global")
@@ -257,7 +258,7 @@ def _plan_user(store, checker, sections, username, user_id, plan, problems) -> _
     given = sections["users"].get(username)
     record = None
     if given is not None:
-        if not _USERNAME.fullmatch(username):
+        if not USERNAME_RULE.fullmatch(username):
             problems.append(f"{where}: invalid username (1-150 letters, digits and @ . + - _)")
         if not isinstance(given, dict):
             problems.append(f"{where}: must be a JSON object")
@@ -328,17 +329,12 @@ def _plan_tokens(store, tokens, user_id, where, problems) -> list[dict[str, Any]
 
 
 class _SettingsChecker:
-    """Values through the API's write pipeline (``sanitise`` then ``normalise``)."""
+    """Values through the API's write pipeline (:meth:`SettingsService.validate`)."""
 
-    def __init__(self, registry: SettingsRegistry, currency_override: str | None, problems):
-        self.registry = registry
-        self.currency_override = currency_override
+    def __init__(self, service: SettingsService, problems: list[str]):
+        self.service = service
+        self.registry = service.registry
         self.problems = problems
-        self.definitions = {
-            GLOBAL: registry.global_settings,
-            USER: registry.user_settings,
-            NOTIFICATION: registry.notification_settings,
-        }
 
     def flatten_methods(self, methods: Mapping[str, Any], where: str) -> dict[str, Any]:
         flat: dict[str, Any] = {}
@@ -364,12 +360,11 @@ class _SettingsChecker:
         if not isinstance(values, dict):
             self.problems.append(f"{where}: must be a JSON object of KEY: value")
             return {}
-        definitions = self.definitions[kind]
+        definitions = self.service.definitions(kind)
         pending = {**stored, **{k: v for k, v in values.items() if isinstance(v, str)}}
         changed = {}
         for key, value in values.items():
-            definition = definitions.get(key)
-            if definition is None:
+            if key not in definitions:
                 self.problems.append(f"{where}: unknown setting {key!r}")
                 continue
             if not isinstance(value, str):
@@ -378,17 +373,7 @@ class _SettingsChecker:
                 )
                 continue
             try:
-                text = normalise(
-                    definition,
-                    sanitise(value),
-                    self._choices(definition, definitions, pending),
-                    Context(
-                        related={
-                            k: self._value(definitions, k, pending) for k in definition.related_keys
-                        },
-                        currencies=self.registry.currencies,
-                    ),
-                )
+                text = self.service.validate(kind, key, value, pending)
             except ValidationFailed as exc:
                 messages = "; ".join(m for ms in exc.body.values() for m in ms)
                 self.problems.append(f"{where}.{key}: {value!r}: {messages}")
@@ -396,23 +381,6 @@ class _SettingsChecker:
             if stored.get(key) != text:
                 changed[key] = text
         return changed
-
-    @staticmethod
-    def _value(definitions: Mapping[str, SettingDefinition], key: str, pending) -> str:
-        if key in pending:
-            return pending[key]
-        definition = definitions.get(key)
-        return definition.wire_default if definition else ""
-
-    def _choices(self, definition, definitions, pending) -> list[str]:
-        # As SettingsService._choices: static choices, or the configured currency codes.
-        if definition.choices_from != "currencies":
-            return [choice.value for choice in definition.choices]
-        codes = self.currency_override
-        if codes is None:
-            codes = self._value(definitions, "CURRENCY_CODES", pending)
-        found = [part.strip().upper() for part in codes.split(",")]
-        return [code for code in dict.fromkeys(found) if code in self.registry.currencies]
 
 
 def _describe(where: str, changed: Mapping[str, str], stored: Mapping[str, str]) -> list[str]:

@@ -141,19 +141,30 @@ class SettingsService:
         ordinal = self._ordinals_for(kind)[definition.key]
         stored = self._read(kind, definition, user_id)
         if value is not MISSING:
-            text = sanitise(value)
-            context = Context(
-                related={k: self._value(kind, self._definitions[kind].get(k, _ORPHAN), stored, user_id)
-                         for k in definition.related_keys},
-                currencies=self.registry.currencies,
-            )
-            choices = [c["value"] for c in self._choices(kind, definition, stored, user_id)]
-            stored = dict(stored)
-            stored[definition.key] = normalise(definition, text, choices, context)
+            stored = {**stored, definition.key: self.validate(kind, key, value, stored, user_id)}
             self.store.set(kind.namespace(user_id), definition.key, stored[definition.key])
         if definition.requires_restart:
             self.store.set(GLOBAL.namespace(None), "SERVER_RESTART_REQUIRED", "True")
         return self._row(kind, definition, ordinal, stored, user_id)
+
+    def validate(
+        self, kind: Kind, key: str, value: Any, stored: Mapping[str, str], user_id: int | None = None
+    ) -> str:
+        """The string :meth:`update` would store for ``value``, given the namespace's other
+        stored values (``stored``, for choices and cross-setting checks); writes nothing.
+
+        Raises :class:`SettingNotFound` or :class:`~settings_server.validators.ValidationFailed`.
+        """
+        definition = self._definition(kind, key)
+        context = Context(
+            related={
+                k: self._value(kind, self._definitions[kind].get(k, _ORPHAN), stored, user_id)
+                for k in definition.related_keys
+            },
+            currencies=self.registry.currencies,
+        )
+        choices = [c["value"] for c in self._choices(kind, definition, stored, user_id)]
+        return normalise(definition, sanitise(value), choices, context)
 
     # -- internals -------------------------------------------------------------------------
 

@@ -30,7 +30,7 @@ USERNAMES = "usernames"
 USER_ID_COUNTER = "user_id"
 
 #: Django's default username rule: 1–150 letters, digits and ``@ . + - _``.
-_USERNAME = re.compile(r"[\w.@+-]{1,150}")
+USERNAME_RULE = re.compile(r"[\w.@+-]{1,150}")
 
 #: Hashed once so that a login attempt for an unknown user costs as much as a real one.
 _DUMMY_HASH = generate_password_hash("settings-server: no such user")
@@ -113,7 +113,7 @@ class UserDirectory:
         """Create an active account and return it. ``password=None`` makes an account that
         cannot log in with a password. Raises :class:`InvalidUsername` or
         :class:`DuplicateUser`."""
-        if not _USERNAME.fullmatch(username):
+        if not USERNAME_RULE.fullmatch(username):
             raise InvalidUsername(
                 f"invalid username {username!r}: use 1-150 letters, digits and @ . + - _"
             )

@@ -86,11 +86,12 @@ def reference_pattern(value: str, context: Context) -> None:
 
 
 # Fields of an InvenTree part that a part-name template may use.
-PART_FIELDS = frozenset(
-    "IPN active assembly category component default_expiry default_location default_supplier "
-    "description full_name is_template keywords link minimum_stock name notes pk purchaseable "
-    "revision salable testable trackable units variant_of virtual".split()
-)
+PART_FIELDS = frozenset({
+    "IPN", "active", "assembly", "category", "component", "default_expiry", "default_location",
+    "default_supplier", "description", "full_name", "is_template", "keywords", "link",
+    "minimum_stock", "name", "notes", "pk", "purchaseable", "revision", "salable", "testable",
+    "trackable", "units", "variant_of", "virtual",
+})
 _TEMPLATE_BLOCK = re.compile(r"{{(.*?)}}", re.DOTALL)
 _PART_FIELD = re.compile(r"\bpart\.(\w+)")
 
