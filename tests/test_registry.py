@@ -44,10 +44,15 @@ EXTRA = {
     "name, text",
     [
         ("extra.json", json.dumps(EXTRA)),
-        ("extra.yaml", "global:\n  - {key: SITE_BANNER, name: Banner, type: str, default: hi}\n"
-                       "user:\n  - {key: FAVOURITE_NUMBER, type: int, default: 7, min: 1, max: 9, units: pts}\n"),
-        ("extra.toml", '[[global]]\nkey = "SITE_BANNER"\nname = "Banner"\ntype = "str"\ndefault = "hi"\n'
-                       '[[user]]\nkey = "FAVOURITE_NUMBER"\ntype = "int"\ndefault = 7\nmin = 1\nmax = 9\nunits = "pts"\n'),
+        ("extra.yaml", (
+            "global:\n  - {key: SITE_BANNER, name: Banner, type: str, default: hi}\n"
+            "user:\n  - {key: FAVOURITE_NUMBER, type: int, default: 7, min: 1, max: 9, units: pts}\n"
+        )),
+        ("extra.toml", (
+            '[[global]]\nkey = "SITE_BANNER"\nname = "Banner"\ntype = "str"\ndefault = "hi"\n'
+            '[[user]]\nkey = "FAVOURITE_NUMBER"\ntype = "int"\ndefault = 7\nmin = 1\nmax = 9\n'
+            'units = "pts"\n'
+        )),
     ],
 )
 def test_operator_file_adds_settings_served_by_the_api(tmp_path, name, text, make_user, auth_headers):
@@ -75,7 +80,7 @@ def test_operator_notification_method(tmp_path):
     user = authenticator(app).users.create("op", "pw-op")
     headers = {"Authorization": f"Token {authenticator(app).tokens.issue(user, 't').key}"}
     rows = app.test_client().get("/api/settings/notification/", headers=headers).get_json()
-    sms = [r for r in rows if r["method"] == "sms"][0]
+    sms = next(r for r in rows if r["method"] == "sms")
     assert (sms["key"], sms["value"], sms["required"], sms["model_filters"]) == (
         "NOTIFICATION_METHOD_SMS", "False", True, {"part": 1})
     assert [r["method"] for r in rows] == ["mail", "sms"]

@@ -95,8 +95,8 @@ def test_pks_unique_across_users_and_kinds(store_url):
     seen = {"user": set(), "notification": set()}
     for name in ("u1", "u2", "u3"):
         headers = sign_in(app, name)
-        for kind in seen:
+        for kind, earlier in seen.items():
             pks = {r["pk"] for r in client.get(f"/api/settings/{kind}/", headers=headers).get_json()}
-            assert not pks & seen[kind]
-            seen[kind] |= pks
+            assert not pks & earlier
+            earlier |= pks
     assert len(seen["user"]) == 3 * 34 and len(seen["notification"]) == 3
