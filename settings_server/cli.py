@@ -1,4 +1,5 @@
-"""The ``settings-server`` command: manage users and tokens in the configured store.
+"""The ``settings-server`` command: serve the API (``run``, under gunicorn) and manage users,
+tokens and backups in the configured store.
 
 Every command acts on the store named by ``SETTINGS_BACKEND`` (the same environment the server
 reads, see :mod:`settings_server.config`). Before a user or token command runs,
