@@ -97,6 +97,15 @@ class KeyValueStore(ABC):
     def get_all(self, namespace: str) -> dict[str, Any]:
         """Every entry of ``namespace`` in one round trip; ``{}`` for an empty namespace."""
 
+    def get_each(self, requests: Mapping[str, Iterable[str] | None]) -> dict[str, dict[str, Any]]:
+        """Several reads at once, in one round trip where the backend can: for each namespace,
+        the stored values of the listed keys (as :meth:`get_many`), or for ``None`` the whole
+        namespace (as :meth:`get_all`). Every requested namespace is in the result."""
+        return {
+            namespace: self.get_all(namespace) if keys is None else self.get_many(namespace, keys)
+            for namespace, keys in requests.items()
+        }
+
     @abstractmethod
     def set(self, namespace: str, key: str, value: Any) -> None:
         """Store ``value`` at ``key``, replacing what was there."""

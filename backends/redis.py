@@ -291,6 +291,30 @@ class RedisStore(KeyValueStore):
             raw = self._redis.hgetall(self._key(namespace))
         return decode_many(raw)
 
+    def get_each(self, requests: Mapping[str, Iterable[str] | None]) -> dict[str, dict[str, Any]]:
+        """One pipeline (not a transaction) of ``HGETALL``/``HMGET``: one round trip."""
+        requests = {ns: None if keys is None else list(keys) for ns, keys in requests.items()}
+        asked = {ns: keys for ns, keys in requests.items() if keys is None or keys}
+        replies: list[Any] = []
+        if asked:
+            with self._errors():
+                pipe = self._redis.pipeline(transaction=False)
+                for namespace, keys in asked.items():
+                    if keys is None:
+                        pipe.hgetall(self._key(namespace))
+                    else:
+                        pipe.hmget(self._key(namespace), keys)
+                replies = pipe.execute()
+        found: dict[str, dict[str, Any]] = {namespace: {} for namespace in requests}
+        for (namespace, keys), reply in zip(asked.items(), replies, strict=True):
+            if keys is None:
+                found[namespace] = decode_many(reply)
+            else:
+                found[namespace] = decode_many(
+                    {key: raw for key, raw in zip(keys, reply, strict=True) if raw is not None}
+                )
+        return found
+
     def set(self, namespace: str, key: str, value: Any) -> None:
         text = encode(value)
         with self._errors():

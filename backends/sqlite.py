@@ -214,6 +214,22 @@ class SQLiteStore(KeyValueStore):
         )
         return decode_many({row_key[len(low) :]: value for row_key, value in rows})
 
+    def get_each(self, requests: Mapping[str, Iterable[str] | None]) -> dict[str, dict[str, Any]]:
+        """One statement: the listed row keys, plus one key range per whole namespace."""
+        requests = {ns: None if keys is None else list(keys) for ns, keys in requests.items()}
+        row_keys = [_row_key(ns, key) for ns, keys in requests.items() for key in keys or ()]
+        selects = [f"SELECT key, value FROM {TABLE} WHERE key IN (SELECT value FROM json_each(?))"]
+        params: list[Any] = [json.dumps(row_keys)]
+        for namespace, keys in requests.items():
+            if keys is None:
+                selects.append(f"SELECT key, value FROM {TABLE} WHERE key >= ? AND key < ?")
+                params += [_row_key(namespace, ""), namespace + chr(ord(SEPARATOR) + 1)]
+        raw: dict[str, dict[str, str]] = {namespace: {} for namespace in requests}
+        for row_key, value in self._query(" UNION ALL ".join(selects), tuple(params)):
+            namespace, _, key = row_key.partition(SEPARATOR)
+            raw[namespace][key] = value
+        return {namespace: decode_many(values) for namespace, values in raw.items()}
+
     def set(self, namespace: str, key: str, value: Any) -> None:
         self._query(
             f"INSERT INTO {TABLE} (key, value) VALUES (?, ?) "

@@ -19,6 +19,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     a bad deployment stops at start-up. Sets the level of the ``settings_server`` loggers.
     """
     from backends import store_from_url
+    from backends.readahead import ReadAheadStore
 
     from . import access_log, api, auth, errors
     from .config import from_environment
@@ -30,7 +31,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config.update(config or {})
     app.json.sort_keys = False  # keep field order for anything rendered through Flask
 
-    store = store_from_url(app.config["SETTINGS_BACKEND"])
+    store = ReadAheadStore(store_from_url(app.config["SETTINGS_BACKEND"]))
     registry = load_registry(app.config.get("SETTINGS_REGISTRY_FILE"))
     app.extensions["settings_store"] = store
     app.extensions["settings_registry"] = registry

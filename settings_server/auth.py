@@ -219,8 +219,7 @@ def _authenticate() -> None:
         return
     auth = authenticator()
     auth.bootstrap_once()
-    header = request.headers.get("Authorization", "")
-    parts = _HEADER_SPACE.split(header.strip(" \t\n\r\x0b\x0c")) if header.strip() else []
+    parts = _credentials(request.headers.get("Authorization", ""))
     keyword = parts[0].lower() if parts else ""
     if keyword == "token":
         g.user, g.auth_scheme = _token_user(auth, parts), "token"
@@ -233,6 +232,22 @@ def _authenticate() -> None:
             g.user, g.auth_scheme = user, "session"
             if request.method not in SAFE_METHODS:
                 auth.check_csrf()
+
+
+def _credentials(header: str) -> list[str]:
+    """An ``Authorization`` header split into its keyword and credentials."""
+    return _HEADER_SPACE.split(header.strip(" \t\n\r\x0b\x0c")) if header.strip() else []
+
+
+def planned_reads() -> tuple[int | None, dict[str, list[str]]]:
+    """What authenticating this request will read (to fetch it in one round trip with the
+    request's other reads), and the user's id when known without reading."""
+    if request.path in UNAUTHENTICATED_PATHS:
+        return None, {}
+    parts = _credentials(request.headers.get("Authorization", ""))
+    if len(parts) == 2 and parts[0].lower() == "token":
+        return authenticator().tokens.planned_reads(parts[1])
+    return None, {}
 
 
 def _token_user(auth: Authenticator, parts: list[str]) -> User:

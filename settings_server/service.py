@@ -122,6 +122,17 @@ class SettingsService:
             raise SettingNotFound(pk)
         return owner, key
 
+    def planned_reads(
+        self, kind: Kind, key: str | None, user_id: int | None = None
+    ) -> dict[str, list[str] | None]:
+        """What :meth:`list` (``key`` None) or :meth:`get`/:meth:`update` of ``key`` will read,
+        as ``{namespace: keys or None for all}``, to fetch it ahead in one round trip."""
+        namespace = kind.namespace(user_id)
+        if key is None:
+            return {namespace: None}
+        definition = self._definitions[kind].get(str(key).upper())
+        return {} if definition is None else {namespace: [definition.key, *definition.related_keys]}
+
     def values(self, kind: Kind, keys: Iterable[str], user_id: int | None = None) -> dict[str, str]:
         """Current wire values of ``keys`` (defaults where nothing is stored), in one read."""
         definitions = [self._definition(kind, key) for key in keys]

@@ -25,7 +25,7 @@ from typing import Any
 
 from backends import KeyValueStore
 
-from .users import User, UserDirectory
+from .users import USERS, User, UserDirectory
 from .validation import clean_text
 from .validators import ValidationFailed
 
@@ -35,6 +35,7 @@ LIFETIME = timedelta(days=365)
 NAME_MAX_LENGTH = 100
 
 _TOKEN = re.compile(r"inv-[0-9a-f]{40}-[0-9]{8}")
+_REMEMBERED_OWNERS = 10_000
 
 
 def utc_now() -> datetime:
@@ -138,6 +139,18 @@ class TokenStore:
         self._store = store
         self._users = users
         self.now = now
+        self._owners: dict[str, int] = {}  # digest -> owner's id: a token never changes hands
+
+    def planned_reads(self, key: str) -> tuple[int | None, dict[str, list[str]]]:
+        """What :meth:`authenticate` will read for ``key`` (to fetch it all in one round trip),
+        and the owner's id when this process has seen the token before."""
+        if not _TOKEN.fullmatch(key):
+            return None, {}
+        token_digest = digest(key)
+        owner = self._owners.get(token_digest)
+        if owner is None:
+            return None, {TOKENS: [token_digest]}
+        return owner, {TOKENS: [token_digest], USERS: [str(owner)]}
 
     def issue(
         self, user: User, name: str = "", *, user_agent: str = "", remote_addr: str = ""
@@ -176,6 +189,9 @@ class TokenStore:
         if record is None:
             raise TokenRejected("Invalid token.")
         token = ApiToken.from_record(record, token_digest)
+        if len(self._owners) >= _REMEMBERED_OWNERS:
+            self._owners.clear()
+        self._owners[token_digest] = token.user_id
         user = self._users.get(token.user_id)
         if user is None:
             raise TokenRejected("Invalid token.")

@@ -96,6 +96,14 @@ def test_get_many_returns_only_existing_keys(store):
     assert store.get_many("global", iter(["b"])) == {"b": [2]}
 
 
+def test_get_each_reads_keys_and_whole_namespaces_at_once(store):
+    store.set_many({"a": {"x": 1, "y": 2}, "b": {"z": [3]}, "a-b": {"x": "other"}})
+    found = store.get_each({"a": ["x", "missing"], "b": None, "empty": None, "none": []})
+    assert found == {"a": {"x": 1}, "b": {"z": [3]}, "empty": {}, "none": {}}
+    assert store.get_each({}) == {}
+    assert store.get_each({"a": None, "a-b": ["x"]}) == {"a": {"x": 1, "y": 2}, "a-b": {"x": "other"}}
+
+
 def test_delete_reports_whether_the_entry_existed(store):
     store.set("global", "doomed", 1)
     assert store.delete("global", "doomed") is True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from recording import Recorder
 
 READS = ("get", "get_many", "get_all")
 
@@ -38,3 +39,36 @@ def test_list_reads_as_often_as_a_detail(client, make_user, auth_headers, reads,
     assert len(rows) > 30
     assert len(reads) == detail
     assert reads.count("get_all") == 1
+
+
+@pytest.fixture
+def store_calls(app, monkeypatch):
+    """Names of the calls that reach the real store behind the read-ahead."""
+    wrapper = app.extensions["settings_store"]
+    calls = []
+    monkeypatch.setattr(wrapper, "store", Recorder(wrapper.store, calls))
+    return calls
+
+
+@pytest.mark.parametrize(
+    "method, path, body",
+    [
+        ("get", "/api/settings/global/INVENTREE_DEFAULT_CURRENCY/", None),
+        ("get", "/api/settings/global/", None),
+        ("get", "/api/settings/global/?limit=25&search=part", None),
+        ("get", "/api/settings/user/DATE_DISPLAY_FORMAT/", None),
+        ("get", "/api/settings/user/", None),
+        ("get", "/api/settings/notification/", None),
+        ("patch", "/api/settings/global/INVENTREE_INSTANCE/", {"value": "X"}),
+        ("patch", "/api/settings/user/DATE_DISPLAY_FORMAT/", {"value": "DD/MM/YYYY"}),
+    ],
+)
+def test_token_request_reads_the_store_once(client, make_user, auth_headers, store_calls, method, path, body):
+    """Token, user and settings come in one round trip; a write adds only itself."""
+    headers = auth_headers(make_user(staff=True))
+    for _ in range(2):  # the first request learns the token's owner and allocates pks
+        getattr(client, method)(path, headers=headers, json=body)
+    store_calls.clear()
+    response = getattr(client, method)(path, headers=headers, json=body)
+    assert response.status_code == 200
+    assert store_calls == (["get_each"] if method == "get" else ["get_each", "set"])

@@ -7,8 +7,11 @@ from flask_smorest import Api
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import RequestRedirect
 
+from backends.readahead import ReadAheadStore
+
 from .. import __version__, auth
 from ..errors import PERMISSION_DENIED, allow_header, fail_detail, json_response
+from . import settings
 
 JSON_TYPES = ("application/json", "application/*", "*/*")
 
@@ -39,7 +42,7 @@ def init_app(app: Flask) -> None:
     api = Api(app)
     registry = app.extensions["settings_registry"]
 
-    from . import health, root, schemas, settings
+    from . import health, root, schemas
 
     for name, definitions in (
         ("global_key", registry.global_settings),
@@ -62,8 +65,10 @@ def init_app(app: Flask) -> None:
     if users is not None:
         api.register_blueprint(users.blp)
     app.extensions["settings_api"] = api
-    # Negotiation runs before authentication, the method check after it.
+    # Negotiation runs before authentication, then the read-ahead, the method check after it.
     app.before_request_funcs.setdefault(None, []).insert(0, negotiate)
+    app.before_request_funcs[None].insert(1, read_ahead)
+    app.teardown_request(forget_reads)
     app.before_request(check_route)
     app.after_request(add_allow_header)
 
@@ -77,6 +82,26 @@ def negotiate() -> None:
     accepted = [value for value, _quality in request.accept_mimetypes]
     if accepted and not any(value in JSON_TYPES for value in accepted):
         fail_detail(406, "Could not satisfy the request Accept header.")
+
+
+def read_ahead() -> None:
+    """Fetch in one round trip what authentication and the view will read (when the store
+    supports it): a token, its user and the settings the route serves."""
+    store = current_app.extensions["settings_store"]
+    if not isinstance(store, ReadAheadStore) or request.url_rule is None:
+        return
+    if not request.path.startswith("/api/"):
+        return
+    user_id, reads = auth.planned_reads()
+    reads.update(settings.planned_reads(user_id))
+    if reads:
+        store.read_ahead(reads)
+
+
+def forget_reads(_exc: BaseException | None = None) -> None:
+    store = current_app.extensions["settings_store"]
+    if isinstance(store, ReadAheadStore):
+        store.forget()
 
 
 def check_route():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import platform
 import sys
+from urllib.parse import urlsplit
 
 from flask import current_app
 from flask.views import MethodView
@@ -27,7 +28,7 @@ class Root(MethodView):
         values = current_app.extensions["settings_service"].values(GLOBAL, _SHOWN)
         user = auth.current_user()
         staff = user is not None and user.is_staff
-        backend = type(current_app.extensions["settings_store"]).__name__.removesuffix("Store")
+        backend = urlsplit(current_app.config["SETTINGS_BACKEND"]).scheme
         info = {
             "server": "InvenTree",
             "id": values["INVENTREE_INSTANCE_ID"] if values["INVENTREE_ANNOUNCE_ID"] == "True" else None,
@@ -46,7 +47,7 @@ class Root(MethodView):
             "default_locale": "en-us",
             "customize": {"logo": "", "splash": "", "login_message": None, "navbar_message": None},
             "system_health": True if staff else None,
-            "database": backend.lower() if staff else None,
+            "database": backend if staff else None,
             "platform": f"{platform.system()} {platform.release()}" if staff else None,
             "installer": "PIP" if staff else None,
             "target": f"python {sys.version.split()[0]}" if staff else None,

@@ -154,6 +154,24 @@ def lookup(kind: Kind, key: str) -> None:
         not_found()
 
 
+def planned_reads(user_id: int | None) -> dict[str, list[str] | None]:
+    """The settings this request's view will read (see :meth:`SettingsService.planned_reads`)."""
+    view_class = getattr(current_app.view_functions[request.url_rule.endpoint], "view_class", None)
+    kind = getattr(view_class, "kind", None)
+    if kind is None or (kind.per_user and user_id is None):
+        return {}
+    args = request.view_args or {}
+    key = args.get("key")
+    if "pk" in args:
+        try:
+            owner, key = service().locate(kind, args["pk"])
+        except SettingNotFound:
+            return {}
+        if owner != user_id:
+            return {}
+    return service().planned_reads(kind, key, user_id)
+
+
 # -- views ---------------------------------------------------------------------------------
 
 LIST_DOC = {"parameters": schemas.LIST_PARAMETERS}
@@ -161,6 +179,7 @@ LIST_DOC = {"parameters": schemas.LIST_PARAMETERS}
 
 @blp.route("/global/")
 class GlobalSettingsList(MethodView):
+    kind = GLOBAL
     unsupported_methods_need = "superuser"
 
     @blp.doc(**LIST_DOC, responses=schemas.list_responses("GlobalSettings"))
@@ -172,6 +191,7 @@ class GlobalSettingsList(MethodView):
 
 @blp.route("/global/<global_key:key>/")
 class GlobalSettingsDetail(MethodView):
+    kind = GLOBAL
     unsupported_methods_need = "staff"
 
     @blp.doc(responses=schemas.detail_responses("GlobalSettings"))
@@ -200,6 +220,7 @@ class GlobalSettingsDetail(MethodView):
 
 @blp.route("/user/")
 class UserSettingsList(MethodView):
+    kind = USER
     unsupported_methods_need = "superuser"
 
     @blp.doc(**LIST_DOC, responses=schemas.list_responses("UserSettings"))
@@ -211,6 +232,7 @@ class UserSettingsList(MethodView):
 
 @blp.route("/user/<user_key:key>/")
 class UserSettingsDetail(MethodView):
+    kind = USER
     unsupported_methods_need = None
 
     @blp.doc(responses=schemas.detail_responses("UserSettings"))
@@ -239,6 +261,7 @@ class UserSettingsDetail(MethodView):
 
 @blp.route("/notification/")
 class NotificationSettingsList(MethodView):
+    kind = NOTIFICATION
     unsupported_methods_need = "superuser"
 
     @blp.doc(**LIST_DOC, responses=schemas.list_responses("NotificationUserSetting"))
@@ -250,6 +273,7 @@ class NotificationSettingsList(MethodView):
 
 @blp.route("/notification/<int:pk>/")
 class NotificationSettingsDetail(MethodView):
+    kind = NOTIFICATION
     unsupported_methods_need = None
 
     def _locate(self, pk: int) -> tuple[Any, str]:
