@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any, NoReturn
 
 from flask import Flask, Response, request
@@ -15,6 +16,8 @@ from .rendering import compact
 NOT_FOUND = "Not found."
 PERMISSION_DENIED = "You do not have permission to perform this action."
 NOT_AUTHENTICATED = "Authentication credentials were not provided."
+STORAGE_UNAVAILABLE = "Storage unavailable."
+LOGGER = logging.getLogger("settings_server.errors")
 RETRY_AFTER = "5"  # seconds, on every 503 for an unavailable store
 
 
@@ -82,7 +85,9 @@ def _handle_http_exception(exc: HTTPException) -> Response:
 
 
 def _handle_storage_unavailable(exc: StorageUnavailable) -> Response:
-    response = json_response({"detail": f"Storage unavailable: {exc}"}, 503)
+    # The reason (host, path, driver error) is for the operator's log, not for any caller.
+    LOGGER.warning("storage unavailable: %s", exc)
+    response = json_response({"detail": STORAGE_UNAVAILABLE}, 503)
     response.headers["Retry-After"] = RETRY_AFTER
     return response
 
@@ -90,6 +95,7 @@ def _handle_storage_unavailable(exc: StorageUnavailable) -> Response:
 def _handle_unexpected(exc: Exception) -> Response:
     if isinstance(exc, HTTPException):
         return _handle_http_exception(exc)
+    LOGGER.exception("unhandled error")
     return json_response({"detail": "A server error occurred."}, 500)
 
 

@@ -12,7 +12,7 @@ from marshmallow import Schema, fields
 
 from backends import StorageUnavailable
 
-from ..errors import RETRY_AFTER, json_response
+from ..errors import RETRY_AFTER, STORAGE_UNAVAILABLE, json_response
 
 blp = Blueprint("health", __name__, url_prefix="/api", description="Health check")
 
@@ -55,7 +55,7 @@ class Health(MethodView):
             LOGGER.warning("health check: %s", exc)
             response = json_response(
                 {"status": "unavailable", "storage": "unavailable",
-                 "detail": "Storage unavailable."},
+                 "detail": STORAGE_UNAVAILABLE},
                 503,
             )
             response.headers["Retry-After"] = RETRY_AFTER
