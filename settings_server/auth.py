@@ -1,7 +1,7 @@
 """Authentication and permissions for everything under ``/api/`` (SPEC §3, §4).
 
-``init_app(app)`` registers a ``before_request`` hook that authenticates every request under
-``/api/`` and leaves the result in ``flask.g.user`` (a :class:`~settings_server.users.User` or
+:func:`authenticate` (called by the API layer for every request under ``/api/``, after content
+negotiation) leaves the result in ``flask.g.user`` (a :class:`~settings_server.users.User` or
 ``None``) and the scheme that succeeded in ``flask.g.auth_scheme`` (``"token"``, ``"basic"``,
 ``"session"`` or ``None``). Schemes are tried in DRF's order:
 
@@ -207,15 +207,16 @@ def authenticator(app: Flask | None = None) -> Authenticator:
 
 
 def init_app(app: Flask) -> None:
-    """Attach an :class:`Authenticator` (no store access) and the ``/api/`` auth hook."""
+    """Attach an :class:`Authenticator` (no store access)."""
     app.extensions["settings_auth"] = Authenticator(app.extensions["settings_store"], app.config)
-    app.before_request(_authenticate)
 
 
-def _authenticate() -> None:
+def authenticate() -> None:
+    """Authenticate the current ``/api/`` request into ``g.user`` and ``g.auth_scheme``; 401
+    for invalid credentials."""
     g.user = None
     g.auth_scheme = None
-    if not request.path.startswith("/api/") or request.path in UNAUTHENTICATED_PATHS:
+    if request.path in UNAUTHENTICATED_PATHS:
         return
     auth = authenticator()
     auth.bootstrap_once()

@@ -76,8 +76,10 @@ class User:
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> User:
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{key: value for key, value in record.items() if key in known})
+        return cls(**{key: value for key, value in record.items() if key in _USER_FIELDS})
+
+
+_USER_FIELDS = frozenset(f.name for f in dataclasses.fields(User))
 
 
 #: Fields :meth:`UserDirectory.update` may change.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from flask import Flask, current_app, request
 from flask_smorest import Api
 from werkzeug.exceptions import MethodNotAllowed, NotFound
@@ -58,27 +60,33 @@ def init_app(app: Flask) -> None:
     api.register_blueprint(root.blp)
     api.register_blueprint(health.blp)
     api.register_blueprint(settings.blp)
-    try:
-        from . import users
-    except ImportError:  # authentication endpoints not built yet
-        users = None
-    if users is not None:
-        api.register_blueprint(users.blp)
+    from . import users
+
+    api.register_blueprint(users.blp)
     app.extensions["settings_api"] = api
-    # Negotiation runs before authentication, then the read-ahead, the method check after it.
-    app.before_request_funcs.setdefault(None, []).insert(0, negotiate)
-    app.before_request_funcs[None].insert(1, read_ahead)
+    app.before_request(before_api_request)
     app.teardown_request(forget_reads)
-    app.before_request(check_route)
     app.after_request(add_allow_header)
+
+
+def before_api_request():
+    """Every ``/api`` request, in DRF's order: content negotiation, authentication (its reads
+    and the view's fetched ahead in one round trip), then the routing checks."""
+    if not request.path.startswith("/api"):
+        return None
+    negotiate()
+    read_ahead()
+    auth.authenticate()
+    return check_route()
 
 
 def negotiate() -> None:
     """DRF content negotiation, which runs before authentication (SPEC §1)."""
-    if not request.path.startswith("/api/"):
-        return
-    if request.args.get("format", "json") != "json":
+    if request.query_string and request.args.get("format", "json") != "json":
         fail_detail(404, "Not found.")
+    accept = request.headers.get("Accept")
+    if accept in (None, "", "*/*", "application/json"):
+        return
     accepted = [value for value, _quality in request.accept_mimetypes]
     if accepted and not any(value in JSON_TYPES for value in accepted):
         fail_detail(406, "Could not satisfy the request Accept header.")
@@ -89,8 +97,6 @@ def read_ahead() -> None:
     supports it): a token, its user and the settings the route serves."""
     store = current_app.extensions["settings_store"]
     if not isinstance(store, ReadAheadStore) or request.url_rule is None:
-        return
-    if not request.path.startswith("/api/"):
         return
     user_id, reads = auth.planned_reads()
     reads.update(settings.planned_reads(user_id))
@@ -113,8 +119,6 @@ def check_route():
       ``unsupported_methods_need``: who gets the 405 rather than 403 (``"superuser"``,
       ``"staff"``, or ``None`` for everybody, anonymous included).
     """
-    if not request.path.startswith("/api"):
-        return None
     if isinstance(request.routing_exception, RequestRedirect):
         raise NotFound()
     if request.method == "OPTIONS" and request.url_rule is not None:
@@ -149,8 +153,13 @@ def _metadata():
 
 
 def add_allow_header(response):
-    """``Allow`` on every routed API response, in DRF's order."""
+    """``Allow`` on every routed settings response, in DRF's order."""
     rule = request.url_rule
-    if rule is not None and request.path.startswith("/api/settings/") and rule.methods:
-        response.headers["Allow"] = allow_header(rule.methods)
+    if rule is not None and rule.endpoint.startswith("settings."):
+        response.headers["Allow"] = _allow(frozenset(rule.methods))
     return response
+
+
+@functools.cache
+def _allow(methods: frozenset[str]) -> str:
+    return allow_header(methods)
