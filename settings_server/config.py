@@ -8,7 +8,8 @@ from typing import Any
 
 DEFAULT_BACKEND = "sqlite:///settings.db"
 
-#: Environment variable -> (config key, default). One place for every variable we read.
+#: Environment variable -> default. One place for every variable we read; each is also a
+#: config key of the same name.
 ENVIRONMENT = {
     "SETTINGS_BACKEND": DEFAULT_BACKEND,
     "SETTINGS_REGISTRY_FILE": None,
