@@ -92,25 +92,56 @@ PART_FIELDS = frozenset({
     "minimum_stock", "name", "notes", "pk", "purchaseable", "revision", "salable", "testable",
     "trackable", "units", "variant_of", "virtual",
 })
-_TEMPLATE_BLOCK = re.compile(r"{{(.*?)}}", re.DOTALL)
-_PART_FIELD = re.compile(r"\bpart\.(\w+)")
+# What a part-name template may contain: part fields, text, conditions, comparisons, ``~`` and
+# string filters with constant arguments. No loops, calls, assignments or arithmetic, so that
+# checking (and later rendering) a template can neither run away nor reach anything but a part.
+_TEMPLATE_NODES = frozenset({
+    "Template", "Output", "TemplateData", "If", "CondExpr", "Getattr", "Name", "Const",
+    "Concat", "And", "Or", "Not", "Compare", "Operand", "Filter",
+})
+_TEMPLATE_FILTERS = frozenset({
+    "capitalize", "default", "e", "escape", "lower", "replace", "string", "title", "trim", "upper",
+})
 
 
 def part_name_template(value: str, context: Context) -> None:
     import jinja2
-    import jinja2.sandbox
+    from jinja2 import nodes
+    from jinja2.sandbox import SandboxedEnvironment
 
-    for block in _TEMPLATE_BLOCK.findall(value):
-        names = _PART_FIELD.findall(block)
-        if not names:
-            raise value_error("Each template block must reference a part field (part.<field>)")
-        for name in names:
-            if name not in PART_FIELDS:
-                raise value_error(f"Unknown part field in template: '{name}'")
+    environment = SandboxedEnvironment()
+    try:
+        tree = environment.parse(value)
+    except jinja2.TemplateSyntaxError as exc:
+        raise value_error(f"Invalid part name template: {exc.message}") from None
+    for node in tree.find_all(nodes.Node):
+        kind = type(node).__name__
+        if kind not in _TEMPLATE_NODES:
+            raise value_error(f"Part name templates cannot use '{kind}' (loops, calls, arithmetic)")
+        if isinstance(node, nodes.Name) and node.name != "part":
+            raise value_error(f"Unknown name in template: '{node.name}' (only part)")
+        if isinstance(node, nodes.Getattr) and (
+            not isinstance(node.node, nodes.Name) or node.attr not in PART_FIELDS
+        ):
+            raise value_error(f"Unknown part field in template: '{node.attr}'")
+        if isinstance(node, nodes.Filter) and (
+            node.name not in _TEMPLATE_FILTERS or node.kwargs or node.dyn_args or node.dyn_kwargs
+            or not all(isinstance(arg, nodes.Const) for arg in node.args)
+        ):
+            raise value_error(
+                f"Part name templates can use only the filters "
+                f"{', '.join(sorted(_TEMPLATE_FILTERS))}, with constant arguments"
+            )
+    for output in tree.find_all(nodes.Output):
+        for block in output.nodes:
+            if not isinstance(block, (nodes.TemplateData, nodes.Getattr)) and not any(
+                True for _ in block.find_all(nodes.Getattr)
+            ):
+                raise value_error("Each template block must reference a part field (part.<field>)")
     part = {name: "" for name in PART_FIELDS} | {"name": "Part", "IPN": "IPN", "revision": "A"}
     try:
-        jinja2.sandbox.SandboxedEnvironment().from_string(value).render(part=part)
-    except jinja2.TemplateError as exc:
+        environment.from_string(value).render(part=part)
+    except Exception as exc:  # noqa: BLE001 - any failure to render is the template's fault
         raise value_error(f"Invalid part name template: {exc}") from None
 
 

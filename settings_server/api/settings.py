@@ -131,6 +131,8 @@ def read_value() -> Any:
         data = json.loads(body)
     except ValueError as exc:
         fail_detail(400, f"JSON parse error - {exc}")
+    except RecursionError:
+        fail_detail(400, "JSON parse error - nested too deeply")
     if not isinstance(data, dict):
         fail(400, {"non_field_errors": [
             f"Invalid data. Expected a dictionary, but got {type(data).__name__}."
