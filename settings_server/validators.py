@@ -8,6 +8,7 @@ checks answer under ``value``, plain checks under ``non_field_errors``.
 
 from __future__ import annotations
 
+import datetime
 import json
 import re
 import string
@@ -73,16 +74,28 @@ def currency_codes(value: str, context: Context) -> None:
         raise form_error("No valid currency codes provided")
 
 
+_WIDE = re.compile(r"\d{4,}")  # a field width or precision of 1000 or more
+
+
 def reference_pattern(value: str, context: Context) -> None:
     try:
-        fields = [name for _, name, _, _ in string.Formatter().parse(value) if name is not None]
+        fields = [
+            (name, spec) for _, name, spec, _ in string.Formatter().parse(value) if name is not None
+        ]
     except ValueError:
         raise value_error("Invalid reference pattern: unbalanced braces") from None
-    unknown = sorted({name for name in fields if name not in ("ref", "date", "?")})
+    names = {name for name, _ in fields}
+    unknown = sorted(names - {"ref", "date", "?"})
     if unknown:
         raise value_error(f"Invalid reference pattern: unknown field '{unknown[0]}'")
-    if "ref" not in fields:
+    if "ref" not in names:
         raise value_error("Reference pattern must contain the {ref} field")
+    if any(_WIDE.search(spec or "") for _, spec in fields):
+        raise value_error("Invalid reference pattern: field width too large")
+    try:
+        value.format(ref=1, date=datetime.date(2022, 2, 22), **{"?": ""})
+    except (ValueError, TypeError, KeyError, IndexError) as exc:
+        raise value_error(f"Invalid reference pattern: {exc}") from None
 
 
 # Fields of an InvenTree part that a part-name template may use.

@@ -59,3 +59,30 @@ def test_json_nested_too_deeply_is_a_parse_error(client, staff):
     )
     assert response.status_code == 400
     assert response.get_json() == {"detail": "JSON parse error - nested too deeply"}
+
+
+@pytest.mark.parametrize(
+    "pattern, message",
+    [
+        ("BO-{ref:09999999999d}", "field width too large"),
+        ("BO-{ref:%Q}", "Invalid reference pattern: Invalid format specifier"),
+        ("BO-{ref", "unbalanced braces"),
+        ("BO-{}", "unknown field ''"),
+        ("BO-{date}", "must contain the {ref} field"),
+    ],
+)
+def test_bad_reference_patterns_are_refused(client, staff, pattern, message):
+    response = client.patch(
+        "/api/settings/global/BUILDORDER_REFERENCE_PATTERN/", json={"value": pattern}, headers=staff
+    )
+    assert response.status_code == 400
+    (error,) = response.get_json()["value"]
+    assert message in error
+
+
+@pytest.mark.parametrize("pattern", ["BO-{ref:04d}", "{date:%Y}-{ref:06d}", "RMA{ref}"])
+def test_reference_patterns_with_ref_are_stored(client, staff, pattern):
+    response = client.patch(
+        "/api/settings/global/BUILDORDER_REFERENCE_PATTERN/", json={"value": pattern}, headers=staff
+    )
+    assert response.status_code == 200 and response.get_json()["value"] == pattern
