@@ -43,6 +43,18 @@ def make_user(app):
 
 
 @pytest.fixture
+def alice(make_user):
+    """A plain user, alice (password ``pw-alice``)."""
+    return make_user("alice")
+
+
+@pytest.fixture
+def bob(make_user):
+    """Another plain user, bob (password ``pw-bob``)."""
+    return make_user("bob")
+
+
+@pytest.fixture
 def auth_headers(app):
     """``auth_headers(user)`` -> ``{"Authorization": "Token inv-..."}`` with a freshly issued
     token of ``user``."""

@@ -41,11 +41,6 @@ def set_clock(app, moment: datetime) -> None:
     authenticator(app).tokens.now = lambda: moment
 
 
-@pytest.fixture
-def alice(make_user):
-    return make_user("alice")
-
-
 def cookie(response, name: str) -> str:
     """The full Set-Cookie header for ``name``."""
     (header,) = [h for h in response.headers.getlist("Set-Cookie") if h.startswith(f"{name}=")]

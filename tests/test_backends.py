@@ -318,8 +318,16 @@ def test_sqlite_refuses_namespaces_containing_its_row_key_separator(tmp_path):
     store.close()
 
 
-def test_redis_unreachable_fails_fast_without_the_password():
-    store = store_from_url("redis://:hunter2secret@127.0.0.1:1/0?timeout=0.5")
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://:hunter2secret@127.0.0.1:1/0?timeout=0.5",
+        "redis+sentinel://:hunter2secret@127.0.0.1:1,127.0.0.1:2/mymaster?timeout=0.5",
+        "redis+cluster://:hunter2secret@127.0.0.1:1,127.0.0.1:2?timeout=0.5",
+    ],
+)
+def test_redis_unreachable_fails_fast_without_the_password(url):
+    store = store_from_url(url)
     started = time.monotonic()
     with pytest.raises(StorageUnavailable) as raised:
         store.get("global", "a")
@@ -374,7 +382,7 @@ def _hammer(url: str, worker: int, start: object, results: object) -> None:
             done["shared"] += 1
             store.incr("hammer")
             done["incr"] += 1
-    except Exception as exc:  # reported to the parent, which fails the test
+    except Exception as exc:  # noqa: BLE001 - reported to the parent, which fails the test
         error = repr(exc)
     finally:
         ended = time.time()

@@ -228,8 +228,10 @@ def test_a_bad_entry_anywhere_writes_nothing_and_every_problem_is_named(
             "global: unknown setting 'LABEL_INLINE'",
         ),
         (
-            '{"format": "settings-server-export", "version": 1, '
-            '"global": {"INVENTREE_COMPANY_NAME": 5}}',
+            (
+                '{"format": "settings-server-export", "version": 1, '
+                '"global": {"INVENTREE_COMPANY_NAME": 5}}'
+            ),
             "values are strings as exported, got int",
         ),
     ],

@@ -87,16 +87,6 @@ def own_row(client, headers) -> dict[str, Any]:
 
 
 @pytest.fixture
-def alice(make_user):
-    return make_user("alice")
-
-
-@pytest.fixture
-def bob(make_user):
-    return make_user("bob")
-
-
-@pytest.fixture
 def ha(alice, auth_headers):
     return auth_headers(alice)
 

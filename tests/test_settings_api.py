@@ -185,16 +185,6 @@ def keys_of(resp) -> list[str]:
 
 
 @pytest.fixture
-def alice(make_user):
-    return make_user("alice")
-
-
-@pytest.fixture
-def bob(make_user):
-    return make_user("bob")
-
-
-@pytest.fixture
 def user_h(alice, auth_headers):
     return auth_headers(alice)
 
