@@ -50,10 +50,10 @@ from .base import (
     ConfigurationError,
     KeyValueStore,
     StorageUnavailable,
-    decode,
     decode_many,
     encode,
 )
+from .rediscache import NamespaceCache
 
 DEFAULT_PREFIX = "settings:"
 DEFAULT_TIMEOUT = 2.0
@@ -67,10 +67,12 @@ SENTINEL, CLUSTER = "redis+sentinel", "redis+cluster"
 DEFAULT_PORTS = {SENTINEL: 26379, CLUSTER: 6379}
 CLUSTER_ATTEMPTS = 3  # redis-py retries a failed cluster call (re-reading the slot map) this often
 
-# KEYS[1]: hash, ARGV: field, expected encoding, new encoding.
+# KEYS[1]: hash, ARGV: field, expected encoding, new encoding, then optionally the
+# invalidation channel and the namespace to announce there.
 _COMPARE_AND_SET = """
 if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
     redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+    if ARGV[4] then redis.call('PUBLISH', ARGV[4], ARGV[5]) end
     return 1
 end
 return 0
@@ -169,9 +171,17 @@ class RedisStore(KeyValueStore):
 
     schemes = ("redis", "rediss", "unix", SENTINEL, CLUSTER)
 
-    def __init__(self, url: str, *, prefix: str = DEFAULT_PREFIX, timeout: float = DEFAULT_TIMEOUT):
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        timeout: float = DEFAULT_TIMEOUT,
+        cache: bool = False,
+    ):
         """``url`` is redis-py's, or a sentinel/cluster URL (without our options); nothing
-        connects until the first call."""
+        connects until the first call. ``cache``: keep per-process copies of what is read
+        (see :mod:`backends.rediscache`); not on a cluster."""
         if "{" in prefix or "}" in prefix:
             raise ConfigurationError(
                 f"the Redis key prefix may not contain braces, got {prefix!r}; use {ACCEPTED_FORMS}"
@@ -180,6 +190,15 @@ class RedisStore(KeyValueStore):
         self.timeout = timeout
         scheme = urlsplit(url).scheme.lower()
         self.atomic_across_groups = scheme != CLUSTER
+        # Every write announces its namespace, so that caching processes drop their copies
+        # (a cluster cannot publish inside a transaction: it neither announces nor caches).
+        self._channel = f"{prefix}invalidations" if scheme != CLUSTER else None
+        if cache and self._channel is None:
+            raise ConfigurationError("the cache option needs one Redis server or Sentinel, "
+                                     "not a cluster")
+        self._cache = (
+            NamespaceCache(self._subscriber_connection, self._channel, timeout) if cache else None
+        )
         password = url.rpartition("@")[0].partition("://")[2].partition(":")[2]
         self._secrets = [text for text in {password, unquote(password)} if text]
         try:
@@ -205,7 +224,7 @@ class RedisStore(KeyValueStore):
                 )
 
         options = parse_qsl(parts.query, keep_blank_values=True)
-        ours = {name: value for name, value in options if name in ("prefix", "timeout")}
+        ours = {name: value for name, value in options if name in ("prefix", "timeout", "cache")}
         theirs = [(name, value) for name, value in options if name not in ours]
         if theirs and parts.scheme.lower() in (SENTINEL, CLUSTER):
             raise ConfigurationError(
@@ -223,8 +242,14 @@ class RedisStore(KeyValueStore):
                 f"the Redis timeout must be a positive number of seconds, got {timeout_text!r} "
                 f"(URL option ?timeout= or {TIMEOUT_VARIABLE}); use {ACCEPTED_FORMS}"
             )
+        cache = ours.get("cache", "off").lower()
+        if cache not in ("on", "off"):
+            raise ConfigurationError(f"the cache option is on or off, got {cache!r}")
         return cls(
-            urlunsplit(parts._replace(query=urlencode(theirs))), prefix=prefix, timeout=timeout
+            urlunsplit(parts._replace(query=urlencode(theirs))),
+            prefix=prefix,
+            timeout=timeout,
+            cache=cache == "on",
         )
 
     def __repr__(self) -> str:
@@ -260,6 +285,26 @@ class RedisStore(KeyValueStore):
                     self._client = client
         return self._client
 
+    def _subscriber_connection(self) -> redis.Connection:
+        """A connection of its own (to the master, under Sentinel) for the subscription."""
+        with self._errors():
+            return self._redis.connection_pool.make_connection()
+
+    def _transaction(self, namespaces: Iterable[str]):
+        """A MULTI/EXEC pipeline that ends by announcing ``namespaces`` (see ``rediscache``);
+        the caller adds the writes first and reads the results from the front."""
+        namespaces = list(namespaces)
+        if self._cache is not None:
+            self._cache.drop(namespaces)
+        pipe = self._redis.pipeline(transaction=True)
+        return pipe, namespaces
+
+    def _execute(self, pipe, namespaces: list[str]) -> list[Any]:
+        if self._channel is not None:
+            for namespace in namespaces:
+                pipe.publish(self._channel, namespace)
+        return pipe.execute()
+
     def _key(self, namespace: str) -> str:
         group, rest = _group_and_rest(namespace)
         return f"{self.prefix}{{{group}}}{rest}"
@@ -274,26 +319,24 @@ class RedisStore(KeyValueStore):
     # -- the interface --------------------------------------------------------------------
 
     def get(self, namespace: str, key: str) -> Any | None:
-        with self._errors():
-            raw = self._redis.hget(self._key(namespace), key)
-        return None if raw is None else decode(raw)
+        return self.get_each({namespace: [key]})[namespace].get(key)
 
     def get_many(self, namespace: str, keys: Iterable[str]) -> dict[str, Any]:
-        keys = list(keys)
-        if not keys:
-            return {}
-        with self._errors():
-            values = self._redis.hmget(self._key(namespace), keys)
-        return {key: decode(raw) for key, raw in zip(keys, values, strict=True) if raw is not None}
+        return self.get_each({namespace: list(keys)})[namespace]
 
     def get_all(self, namespace: str) -> dict[str, Any]:
-        with self._errors():
-            raw = self._redis.hgetall(self._key(namespace))
-        return decode_many(raw)
+        return self.get_each({namespace: None})[namespace]
 
     def get_each(self, requests: Mapping[str, Iterable[str] | None]) -> dict[str, dict[str, Any]]:
-        """One pipeline (not a transaction) of ``HGETALL``/``HMGET``: one round trip."""
+        """One pipeline (not a transaction) of ``HGETALL``/``HMGET``: one round trip, or none
+        for what the cache holds."""
         requests = {ns: None if keys is None else list(keys) for ns, keys in requests.items()}
+        if self._cache is not None:
+            with self._errors():
+                return self._cache.read(requests, self._fetch_each)
+        return self._fetch_each(requests)
+
+    def _fetch_each(self, requests: dict[str, list[str] | None]) -> dict[str, dict[str, Any]]:
         asked = {ns: keys for ns, keys in requests.items() if keys is None or keys}
         replies: list[Any] = []
         if asked:
@@ -318,11 +361,13 @@ class RedisStore(KeyValueStore):
     def set(self, namespace: str, key: str, value: Any) -> None:
         text = encode(value)
         with self._errors():
-            self._redis.hset(self._key(namespace), key, text)
+            pipe, announced = self._transaction([namespace])
+            pipe.hset(self._key(namespace), key, text)
+            self._execute(pipe, announced)
 
     def set_many(self, entries: Mapping[str, Mapping[str, Any]]) -> None:
         encoded = {
-            self._key(namespace): {key: encode(value) for key, value in values.items()}
+            namespace: {key: encode(value) for key, value in values.items()}
             for namespace, values in entries.items()
             if values
         }
@@ -331,30 +376,41 @@ class RedisStore(KeyValueStore):
         batches = [encoded]
         if not self.atomic_across_groups:  # one transaction per hash slot
             slots: dict[int, dict[str, dict[str, str]]] = {}
-            for hash_key, mapping in encoded.items():
-                slots.setdefault(key_slot(hash_key.encode()), {})[hash_key] = mapping
+            for namespace, mapping in encoded.items():
+                slot = key_slot(self._key(namespace).encode())
+                slots.setdefault(slot, {})[namespace] = mapping
             batches = list(slots.values())
         with self._errors():
             for batch in batches:
-                pipe = self._redis.pipeline(transaction=True)
-                for hash_key, mapping in batch.items():
-                    pipe.hset(hash_key, mapping=mapping)
-                pipe.execute()
+                pipe, announced = self._transaction(batch)
+                for namespace, mapping in batch.items():
+                    pipe.hset(self._key(namespace), mapping=mapping)
+                self._execute(pipe, announced)
 
     def delete(self, namespace: str, key: str) -> bool:
         with self._errors():
-            return bool(self._redis.hdel(self._key(namespace), key))
+            pipe, announced = self._transaction([namespace])
+            pipe.hdel(self._key(namespace), key)
+            return bool(self._execute(pipe, announced)[0])
 
     def compare_and_set(self, namespace: str, key: str, expected: Any | None, value: Any) -> bool:
         hash_key, text = self._key(namespace), encode(value)
         with self._errors():
             if expected is None:
-                return bool(self._redis.hsetnx(hash_key, key, text))
-            return bool(self._compare_and_set(keys=[hash_key], args=[key, encode(expected), text]))
+                pipe, announced = self._transaction([namespace])
+                pipe.hsetnx(hash_key, key, text)
+                return bool(self._execute(pipe, announced)[0])
+            if self._cache is not None:
+                self._cache.drop([namespace])
+            announce = [self._channel, namespace] if self._channel is not None else []
+            args = [key, encode(expected), text, *announce]
+            return bool(self._compare_and_set(keys=[hash_key], args=args))
 
     def incr(self, counter: str, amount: int = 1) -> int:
         with self._errors():
-            return int(self._redis.hincrby(self._key(COUNTERS), counter, amount))
+            pipe, announced = self._transaction([COUNTERS])
+            pipe.hincrby(self._key(COUNTERS), counter, amount)
+            return int(self._execute(pipe, announced)[0])
 
     def namespaces(self) -> Iterator[str]:
         pattern = "".join("\\" + c if c in "*?[]\\" else c for c in self.prefix) + "*"
@@ -367,6 +423,8 @@ class RedisStore(KeyValueStore):
             self._redis.ping()
 
     def close(self) -> None:
+        if self._cache is not None:
+            self._cache.close()
         client, self._client = self._client, None
         if client is None:
             return

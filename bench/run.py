@@ -589,8 +589,9 @@ def bench_backend(run: Run, backend: str, args: argparse.Namespace) -> BackendRe
     result = BackendResult(backend, users=args.users)
     log(f"[{backend}] preparing stores")
     if backend == "redis":
-        main_url = run.redis("main")
-        many_url = run.redis("users") if args.users else None
+        options = f"?{args.redis_options}" if args.redis_options else ""
+        main_url = run.redis("main") + options
+        many_url = run.redis("users") + options if args.users else None
     else:
         main_url = f"sqlite:///{run.tmp / 'main.db'}"
         many_url = f"sqlite:///{run.tmp / 'users.db'}" if args.users else None
@@ -699,6 +700,7 @@ def machine_facts(args: argparse.Namespace) -> list[tuple[str, str]]:
         ("Flask / Werkzeug", f"{metadata.version('flask')} / {metadata.version('werkzeug')}"),
         ("redis-server", command_output(["redis-server", "--version"])),
         ("redis-py", metadata.version("redis")),
+        ("Redis URL options", f"`?{args.redis_options}`" if args.redis_options else "none"),
         ("wrk", command_output([args.wrk, "-v"]).split("Copyright")[0].strip()),
         (
             "Code measured",
@@ -893,6 +895,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--backends", default="redis,sqlite", help="comma-separated: redis, sqlite")
     parser.add_argument("--wrk", default=shutil.which("wrk") or "wrk", help="wrk executable")
+    parser.add_argument(
+        "--redis-options", default="cache=on",
+        help="query options of the Redis URL our server gets (cache=on; '' for none)",
+    )
     parser.add_argument("--write", action="store_true", help=f"also write {RESULTS}")
     args = parser.parse_args(argv)
     args.backends = [b.strip() for b in args.backends.split(",") if b.strip()]

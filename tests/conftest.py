@@ -105,15 +105,23 @@ def redis_url(redis_server_url):
             client.delete(*keys)
 
 
-@pytest.fixture(params=["memory", "sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(
+    params=[
+        "memory",
+        "sqlite",
+        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("redis-cache", marks=pytest.mark.redis),
+    ]
+)
 def store_url(request, tmp_path):
-    """The URL of a fresh, empty store of each backend: memory, sqlite (a file in tmp_path) and
-    redis (under a private prefix, see :func:`redis_url`)."""
+    """The URL of a fresh, empty store of each backend: memory, sqlite (a file in tmp_path),
+    redis (under a private prefix, see :func:`redis_url`) and redis with ``cache=on``."""
     if request.param == "memory":
         return "memory://"
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'store.db'}"
-    return request.getfixturevalue("redis_url")
+    url = request.getfixturevalue("redis_url")
+    return f"{url}&cache=on" if request.param == "redis-cache" else url
 
 
 @pytest.fixture

@@ -121,11 +121,15 @@ def check_rounds(urls: list[str], accounts: Accounts) -> None:
 
 
 @pytest.mark.redis
-def test_two_servers_on_one_redis(servers, redis_url):
+@pytest.mark.parametrize("cache", ["off", "on"], ids=["no-cache", "cache"])
+def test_two_servers_on_one_redis(servers, redis_url, cache):
+    """With ``cache=on`` every worker keeps copies of what it reads: every round below also
+    proves that a write through one server drops the copies of all the others."""
     accounts = Accounts(redis_url)
+    backend = f"{redis_url}&cache={cache}"
     try:
-        first = servers.start(redis_url, "--workers", "2")
-        second = servers.start(redis_url, "--workers", "2")
+        first = servers.start(backend, "--workers", "2")
+        second = servers.start(backend, "--workers", "2")
         check_rounds([first.url, second.url], accounts)
     finally:
         accounts.close()

@@ -1,0 +1,178 @@
+"""Per-process copies of Redis namespaces, dropped when any process writes them (opt-in).
+
+Every write through :class:`~backends.redis.RedisStore` publishes the namespace it changed on
+the store's invalidation channel, inside the same transaction as the write. A process that
+caches keeps one subscriber connection of its own and, before every read, takes the messages
+that have arrived since the last read and drops those namespaces. Redis hands a published
+message to the subscribers' connections before it answers the write, so a read that follows an
+acknowledged write (one request after another, through any process) finds the message waiting.
+
+A copy is only trusted while the subscription is: when the connection breaks or was made anew
+(messages may have been missed) every copy is dropped and reads go to Redis until the
+subscription is back; after :data:`HEARTBEAT` seconds without a message the next read first
+pings the channel and waits for the answer. A silent network failure can therefore leave a
+process reading copies for up to :data:`HEARTBEAT` seconds; that bound is the price of
+answering reads from memory, and why the cache is off unless asked for.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import redis
+
+HEARTBEAT = 1.0  # seconds of silence after which the subscriber pings
+_EVERYTHING = "*"  # a message that drops every copy
+
+
+class _Copy:
+    """What this process holds of one namespace: all of it, or some keys (present or not)."""
+
+    __slots__ = ("absent", "values", "whole")
+
+    def __init__(self) -> None:
+        self.whole = False
+        self.values: dict[str, Any] = {}
+        self.absent: set[str] = set()
+
+    def covers(self, keys: list[str] | None) -> bool:
+        if self.whole:
+            return True
+        return keys is not None and all(k in self.values or k in self.absent for k in keys)
+
+    def read(self, keys: list[str] | None) -> dict[str, Any]:
+        if keys is None:
+            return dict(self.values)
+        return {key: self.values[key] for key in keys if key in self.values}
+
+    def keep(self, keys: list[str] | None, found: dict[str, Any]) -> None:
+        if keys is None:
+            self.whole, self.values, self.absent = True, dict(found), set()
+            return
+        for key in keys:
+            if key in found:
+                self.values[key] = found[key]
+                self.absent.discard(key)
+            else:
+                self.values.pop(key, None)
+                self.absent.add(key)
+
+
+class NamespaceCache:
+    """The copies and the subscription that keeps them honest; thread-safe."""
+
+    def __init__(self, make_connection: Callable[[], redis.Connection], channel: str,
+                 timeout: float) -> None:
+        self._make_connection = make_connection
+        self.channel = channel
+        self._timeout = timeout
+        self._copies: dict[str, _Copy] = {}
+        self._connection: redis.Connection | None = None
+        self._pid: int | None = None
+        self._heard = 0.0  # monotonic time of the last message or pong
+        self._lock = threading.Lock()
+
+    def read(
+        self, requests: dict[str, list[str] | None], fetch: Callable[[dict], dict[str, dict]]
+    ) -> dict[str, dict[str, Any]]:
+        """``requests`` as for ``get_each``: held copies where trusted, the rest from ``fetch``
+        (one call), which are then kept."""
+        with self._lock:
+            trusted = self._catch_up()
+            held = {
+                ns: self._copies[ns].read(keys)
+                for ns, keys in requests.items()
+                if trusted and ns in self._copies and self._copies[ns].covers(keys)
+            }
+        missing = {ns: keys for ns, keys in requests.items() if ns not in held}
+        if not missing:
+            return held
+        found = fetch(missing)
+        if trusted:
+            with self._lock:
+                for ns, keys in missing.items():
+                    if self._pid == os.getpid():  # not dropped while fetching
+                        self._copies.setdefault(ns, _Copy()).keep(keys, found[ns])
+        return {**held, **found}
+
+    def drop(self, namespaces: Iterable[str]) -> None:
+        """Forget copies this process is about to change (its own message follows anyway)."""
+        with self._lock:
+            for namespace in namespaces:
+                self._copies.pop(namespace, None)
+
+    def close(self) -> None:
+        with self._lock:
+            self._disconnect()
+
+    # -- the subscription ----------------------------------------------------------------
+
+    def _catch_up(self) -> bool:
+        """Apply the messages waiting on the subscription; whether copies can be trusted."""
+        if self._pid != os.getpid():  # new process (fork): nothing inherited is trusted
+            self._connection, self._pid = None, os.getpid()
+            self._copies.clear()
+        try:
+            if self._connection is None:
+                self._subscribe()
+                return False  # copies made before this subscription may have missed messages
+            connection = self._connection
+            while connection.can_read(timeout=0):
+                self._apply(connection.read_response(push_request=True, timeout=self._timeout))
+            if time.monotonic() - self._heard > HEARTBEAT:
+                self._confirm()
+            return True
+        except (redis.RedisError, OSError):
+            self._disconnect()
+            return False
+
+    def _confirm(self) -> None:
+        """After a silence: a ping, and every message up to its answer, within the timeout."""
+        connection = self._connection
+        connection.send_command("PING")
+        deadline = time.monotonic() + self._timeout
+        while not self._apply(
+            connection.read_response(
+                push_request=True, timeout=max(0.001, deadline - time.monotonic())
+            )
+        ):
+            if time.monotonic() > deadline:
+                raise redis.TimeoutError("the invalidation channel did not answer a ping")
+
+    def _apply(self, message: Any) -> bool:
+        """Drop what an invalidation names; whether ``message`` answered a ping."""
+        self._heard = time.monotonic()
+        if isinstance(message, list) and message:
+            kind = str(message[0]).lower()
+            if kind == "message":
+                namespace = str(message[2])
+                if namespace == _EVERYTHING:
+                    self._copies.clear()
+                else:
+                    self._copies.pop(namespace, None)
+            return kind == "pong"
+        return str(message).lower() == "pong"
+
+    def _subscribe(self) -> None:
+        self._copies.clear()
+        connection = self._make_connection()
+        connection.connect()
+        connection.send_command("SUBSCRIBE", self.channel)
+        reply = connection.read_response(push_request=True, timeout=self._timeout)
+        if not reply or str(reply[0]).lower() != "subscribe":
+            connection.disconnect()
+            raise redis.ConnectionError(f"unexpected reply to SUBSCRIBE: {reply!r}")
+        self._connection, self._heard = connection, time.monotonic()
+
+    def _disconnect(self) -> None:
+        self._copies.clear()
+        if self._connection is not None:
+            try:
+                self._connection.disconnect()
+            except (redis.RedisError, OSError):
+                pass
+            self._connection = None

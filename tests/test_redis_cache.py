@@ -1,0 +1,89 @@
+"""Redis with ``cache=on``: reads come from memory, and no process ever reads a copy that a
+write through settings-server has made stale (issue 6 item 2, issue 7)."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+from backends import store_from_url
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture
+def stores(redis_url):
+    """(reader, cached writer, plain writer, raw client, prefix) on one private prefix."""
+    reader = store_from_url(f"{redis_url}&cache=on")
+    cached_writer = store_from_url(f"{redis_url}&cache=on")
+    plain_writer = store_from_url(redis_url)
+    prefix = redis_url.rpartition("prefix=")[2].replace("%3A", ":")
+    raw = redis.Redis.from_url(redis_url.partition("?")[0], decode_responses=True)
+    yield reader, cached_writer, plain_writer, raw, prefix
+    for store in (reader, cached_writer, plain_writer):
+        store.close()
+    raw.close()
+
+
+def warm(reader):
+    """Read twice: the first read subscribes, the second keeps copies."""
+    for _ in range(2):
+        reader.get_each({"global": None, "users": ["1", "2"], "counters": ["ids"]})
+
+
+@pytest.mark.parametrize("writer_index", [1, 2], ids=["cached-writer", "plain-writer"])
+def test_every_write_drops_the_copies_of_other_processes(stores, writer_index):
+    reader, writer = stores[0], stores[writer_index]
+    writes = [
+        (lambda n: writer.set("global", "K", n), lambda n: reader.get("global", "K") == n),
+        (lambda n: writer.set_many({"users": {"1": n}, "global": {"L": n}}),
+         lambda n: reader.get_all("global")["L"] == n and reader.get("users", "1") == n),
+        (lambda n: writer.compare_and_set("users", "2", reader.get("users", "2"), n),
+         lambda n: reader.get_many("users", ["2"]) == {"2": n}),
+        (lambda n: writer.delete("global", "K"), lambda n: reader.get("global", "K") is None),
+        (lambda n: writer.incr("ids"), lambda n: reader.get_all("counters")["ids"] >= 1),
+    ]
+    for n in range(20):
+        for write, seen in writes:
+            warm(reader)
+            write(n)
+            assert seen(n), (n, write)
+
+
+def test_copies_are_read_until_a_write_announces_a_change(stores):
+    reader, writer, _, raw, prefix = stores
+    writer.set("global", "K", "one")
+    warm(reader)
+    assert reader.get("global", "K") == "one"
+    # Written around settings-server, so nobody announced it: the copy stays (hence the rule
+    # that every writer goes through settings-server, as the README says).
+    raw.hset(f"{prefix}{{global}}", "K", '"sneaked"')
+    assert reader.get("global", "K") == "one"
+    writer.set("global", "other", 1)  # any announced write to the namespace drops the copy
+    assert reader.get("global", "K") == "sneaked"
+
+
+def test_a_lost_subscription_drops_every_copy(private_redis):
+    url = f"{private_redis.url}?prefix=p:"
+    reader, writer = store_from_url(f"{url}&cache=on"), store_from_url(url)
+    raw = redis.Redis.from_url(private_redis.url, decode_responses=True)
+    try:
+        writer.set("global", "K", "one")
+        warm(reader)
+        raw.execute_command("CLIENT", "KILL", "TYPE", "pubsub")  # a private server: ours alone
+        raw.hset("p:{global}", "K", '"after the loss"')  # and no one hears of this write
+        assert reader.get("global", "K") == "after the loss"
+        warm(reader)  # subscribed again: copies are kept and dropped as before
+        writer.set("global", "K", "two")
+        assert reader.get("global", "K") == "two"
+    finally:
+        reader.close(), writer.close(), raw.close()
+
+
+def test_cache_is_refused_on_a_cluster():
+    from backends import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="cache option needs one Redis server"):
+        store_from_url("redis+cluster://127.0.0.1:7000?cache=on")
+    with pytest.raises(ConfigurationError, match="cache option is on or off"):
+        store_from_url("redis://127.0.0.1:6379/0?cache=yes")
