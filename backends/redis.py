@@ -61,7 +61,7 @@ TIMEOUT_VARIABLE = "SETTINGS_STORAGE_TIMEOUT"
 ACCEPTED_FORMS = (
     "redis://[[user]:password@]host[:port][/db], rediss://..., unix:///path/to/redis.sock, "
     "redis+sentinel://host:port[,host:port]/service[/db], redis+cluster://host:port[,host:port] "
-    "(options: ?prefix=settings:&timeout=2.0)"
+    "(options: ?prefix=settings:&timeout=2.0&cache=off)"
 )
 SENTINEL, CLUSTER = "redis+sentinel", "redis+cluster"
 DEFAULT_PORTS = {SENTINEL: 26379, CLUSTER: 6379}
@@ -228,7 +228,7 @@ class RedisStore(KeyValueStore):
         theirs = [(name, value) for name, value in options if name not in ours]
         if theirs and parts.scheme.lower() in (SENTINEL, CLUSTER):
             raise ConfigurationError(
-                f"{parts.scheme}:// URLs take only the options prefix and timeout, got "
+                f"{parts.scheme}:// URLs take only the options prefix, timeout and cache, got "
                 f"{', '.join(sorted({name for name, _ in theirs}))}; use {ACCEPTED_FORMS}"
             )
         prefix = ours.get("prefix", DEFAULT_PREFIX)

@@ -3,9 +3,11 @@
 Every write through :class:`~backends.redis.RedisStore` publishes the namespace it changed on
 the store's invalidation channel, inside the same transaction as the write. A process that
 caches keeps one subscriber connection of its own and, before every read, takes the messages
-that have arrived since the last read and drops those namespaces. Redis hands a published
-message to the subscribers' connections before it answers the write, so a read that follows an
-acknowledged write (one request after another, through any process) finds the message waiting.
+that have arrived since the last read and drops those namespaces. Redis writes the message to
+every subscriber's connection in the same step as it answers the write (microseconds apart), so
+a read that follows an acknowledged write by at least a network round trip (the next request,
+through any process) finds the message waiting. This is not a lock: a read in another process
+within those microseconds can still see the old value.
 
 A copy is only trusted while the subscription is: when the connection breaks or was made anew
 (messages may have been missed) every copy is dropped and reads go to Redis until the
@@ -25,41 +27,10 @@ from typing import Any
 
 import redis
 
+from .copies import Copies, Fetch
+
 HEARTBEAT = 1.0  # seconds of silence after which the subscriber pings
 _EVERYTHING = "*"  # a message that drops every copy
-
-
-class _Copy:
-    """What this process holds of one namespace: all of it, or some keys (present or not)."""
-
-    __slots__ = ("absent", "values", "whole")
-
-    def __init__(self) -> None:
-        self.whole = False
-        self.values: dict[str, Any] = {}
-        self.absent: set[str] = set()
-
-    def covers(self, keys: list[str] | None) -> bool:
-        if self.whole:
-            return True
-        return keys is not None and all(k in self.values or k in self.absent for k in keys)
-
-    def read(self, keys: list[str] | None) -> dict[str, Any]:
-        if keys is None:
-            return dict(self.values)
-        return {key: self.values[key] for key in keys if key in self.values}
-
-    def keep(self, keys: list[str] | None, found: dict[str, Any]) -> None:
-        if keys is None:
-            self.whole, self.values, self.absent = True, dict(found), set()
-            return
-        for key in keys:
-            if key in found:
-                self.values[key] = found[key]
-                self.absent.discard(key)
-            else:
-                self.values.pop(key, None)
-                self.absent.add(key)
 
 
 class NamespaceCache:
@@ -70,40 +41,31 @@ class NamespaceCache:
         self._make_connection = make_connection
         self.channel = channel
         self._timeout = timeout
-        self._copies: dict[str, _Copy] = {}
+        self._copies = Copies()
         self._connection: redis.Connection | None = None
         self._pid: int | None = None
         self._heard = 0.0  # monotonic time of the last message or pong
         self._lock = threading.Lock()
 
-    def read(
-        self, requests: dict[str, list[str] | None], fetch: Callable[[dict], dict[str, dict]]
-    ) -> dict[str, dict[str, Any]]:
+    def read(self, requests: dict[str, list[str] | None], fetch: Fetch) -> dict[str, dict[str, Any]]:
         """``requests`` as for ``get_each``: held copies where trusted, the rest from ``fetch``
         (one call), which are then kept."""
         with self._lock:
             trusted = self._catch_up()
-            held = {
-                ns: self._copies[ns].read(keys)
-                for ns, keys in requests.items()
-                if trusted and ns in self._copies and self._copies[ns].covers(keys)
-            }
+            held = self._copies.held(requests) if trusted else {}
         missing = {ns: keys for ns, keys in requests.items() if ns not in held}
         if not missing:
             return held
         found = fetch(missing)
         if trusted:
             with self._lock:
-                for ns, keys in missing.items():
-                    if self._pid == os.getpid():  # not dropped while fetching
-                        self._copies.setdefault(ns, _Copy()).keep(keys, found[ns])
+                self._copies.keep(missing, found)
         return {**held, **found}
 
     def drop(self, namespaces: Iterable[str]) -> None:
         """Forget copies this process is about to change (its own message follows anyway)."""
         with self._lock:
-            for namespace in namespaces:
-                self._copies.pop(namespace, None)
+            self._copies.drop(namespaces)
 
     def close(self) -> None:
         with self._lock:
@@ -153,7 +115,7 @@ class NamespaceCache:
                 if namespace == _EVERYTHING:
                     self._copies.clear()
                 else:
-                    self._copies.pop(namespace, None)
+                    self._copies.drop([namespace])
             return kind == "pong"
         return str(message).lower() == "pong"
 
