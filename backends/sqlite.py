@@ -39,6 +39,7 @@ from .base import (
     decode_many,
     encode,
 )
+from .copies import Copies
 
 SEPARATOR = "\x1f"
 TABLE = "entries"
@@ -79,6 +80,11 @@ class SQLiteStore(KeyValueStore):
         self._dict: SqliteDict | None = None
         self._opened_by_pid: int | None = None
         self._closed = False
+        self._copies = Copies()  # see get_each
+        self._copies_version: int | None = None
+        self._copies_lock = threading.Lock()
+        self._version_connection: sqlite3.Connection | None = None
+        self._version_pid: int | None = None
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteStore:
@@ -192,31 +198,51 @@ class SQLiteStore(KeyValueStore):
     # -- the interface --------------------------------------------------------------------
 
     def get(self, namespace: str, key: str) -> Any | None:
-        rows = self._query(f"SELECT value FROM {TABLE} WHERE key = ?", (_row_key(namespace, key),))
-        return decode(rows[0][0]) if rows else None
+        return self.get_each({namespace: [key]})[namespace].get(key)
 
     def get_many(self, namespace: str, keys: Iterable[str]) -> dict[str, Any]:
-        row_keys = [_row_key(namespace, key) for key in keys]
-        if not row_keys:
-            return {}
-        rows = self._query(
-            f"SELECT key, value FROM {TABLE} WHERE key IN (SELECT value FROM json_each(?))",
-            (json.dumps(row_keys),),
-        )
-        start = len(namespace) + 1
-        return {row_key[start:]: decode(value) for row_key, value in rows}
+        return self.get_each({namespace: list(keys)})[namespace]
 
     def get_all(self, namespace: str) -> dict[str, Any]:
-        low = _row_key(namespace, "")
-        high = namespace + chr(ord(SEPARATOR) + 1)
-        rows = self._query(
-            f"SELECT key, value FROM {TABLE} WHERE key >= ? AND key < ?", (low, high)
-        )
-        return decode_many({row_key[len(low) :]: value for row_key, value in rows})
+        return self.get_each({namespace: None})[namespace]
 
     def get_each(self, requests: Mapping[str, Iterable[str] | None]) -> dict[str, dict[str, Any]]:
-        """One statement: the listed row keys, plus one key range per whole namespace."""
+        """From this process's copies while the file is unchanged, else one statement."""
         requests = {ns: None if keys is None else list(keys) for ns, keys in requests.items()}
+        with self._copies_lock:
+            version = self._data_version()
+            if version != self._copies_version:
+                self._copies.clear()
+                self._copies_version = version
+            held = self._copies.held(requests)
+        missing = {ns: keys for ns, keys in requests.items() if ns not in held}
+        if not missing:
+            return held
+        found = self._fetch_each(missing)
+        with self._copies_lock:
+            if self._copies_version == version:  # else newer data was dropped meanwhile
+                self._copies.keep(missing, found)
+        return {**held, **found}
+
+    def _data_version(self) -> int:
+        """SQLite's change counter, read on a connection of this process's own: it changes
+        whenever any other connection, in any process, has committed (our writes included,
+        since they go through sqlitedict's connection). Copies are trusted only while it holds."""
+        try:
+            if self._version_connection is None or self._version_pid != os.getpid():
+                with self._lock:
+                    self._open()  # the file exists, in WAL mode
+                self._version_connection = sqlite3.connect(
+                    self.path, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False
+                )
+                self._version_pid = os.getpid()
+            return self._version_connection.execute("PRAGMA data_version").fetchone()[0]
+        except sqlite3.Error as exc:
+            self._version_connection = None
+            raise StorageUnavailable(f"SQLite database {self.path}: {exc}") from exc
+
+    def _fetch_each(self, requests: dict[str, list[str] | None]) -> dict[str, dict[str, Any]]:
+        """One statement: the listed row keys, plus one key range per whole namespace."""
         row_keys = [_row_key(ns, key) for ns, keys in requests.items() for key in keys or ()]
         selects = [f"SELECT key, value FROM {TABLE} WHERE key IN (SELECT value FROM json_each(?))"]
         params: list[Any] = [json.dumps(row_keys)]
@@ -294,6 +320,11 @@ class SQLiteStore(KeyValueStore):
         self._query("SELECT 1")
 
     def close(self) -> None:
+        with self._copies_lock:
+            self._copies.clear()
+            if self._version_connection is not None and self._version_pid == os.getpid():
+                self._version_connection.close()
+            self._version_connection = None
         with self._lock:
             self._closed = True
             opened, self._dict = self._dict, None
