@@ -74,6 +74,13 @@ class Copies:
             if len(copy.values) + len(copy.absent) > MAX_KEYS:
                 del self._copies[namespace]
 
+    def update(self, namespace: str, keys: list[str], found: dict[str, Any]) -> None:
+        """Follow a write of ``keys`` (those in ``found`` now hold these values, the others
+        are gone) in a copy already held; nothing is added for a namespace not held."""
+        copy = self._copies.get(namespace)
+        if copy is not None:
+            copy.keep(keys, found)
+
     def drop(self, namespaces: Iterable[str]) -> None:
         for namespace in namespaces:
             self._copies.pop(namespace, None)

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 import os
+import secrets
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -50,10 +51,11 @@ from .base import (
     ConfigurationError,
     KeyValueStore,
     StorageUnavailable,
+    decode,
     decode_many,
     encode,
 )
-from .rediscache import NamespaceCache
+from .rediscache import DELETED, NamespaceCache
 
 DEFAULT_PREFIX = "settings:"
 DEFAULT_TIMEOUT = 2.0
@@ -67,12 +69,10 @@ SENTINEL, CLUSTER = "redis+sentinel", "redis+cluster"
 DEFAULT_PORTS = {SENTINEL: 26379, CLUSTER: 6379}
 CLUSTER_ATTEMPTS = 3  # redis-py retries a failed cluster call (re-reading the slot map) this often
 
-# KEYS[1]: hash, ARGV: field, expected encoding, new encoding, then optionally the
-# invalidation channel and the namespace to announce there.
+# KEYS[1]: hash, ARGV: field, expected encoding, new encoding.
 _COMPARE_AND_SET = """
 if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
     redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
-    if ARGV[4] then redis.call('PUBLISH', ARGV[4], ARGV[5]) end
     return 1
 end
 return 0
@@ -196,8 +196,11 @@ class RedisStore(KeyValueStore):
         if cache and self._channel is None:
             raise ConfigurationError("the cache option needs one Redis server or Sentinel, "
                                      "not a cluster")
+        self._writer = secrets.token_hex(8)  # names this store's own announcements
         self._cache = (
-            NamespaceCache(self._subscriber_connection, self._channel, timeout) if cache else None
+            NamespaceCache(self._subscriber_connection, self._channel, timeout, self._writer)
+            if cache
+            else None
         )
         password = url.rpartition("@")[0].partition("://")[2].partition(":")[2]
         self._secrets = [text for text in {password, unquote(password)} if text]
@@ -290,20 +293,31 @@ class RedisStore(KeyValueStore):
         with self._errors():
             return self._redis.connection_pool.make_connection()
 
-    def _transaction(self, namespaces: Iterable[str]):
-        """A MULTI/EXEC pipeline that ends by announcing ``namespaces`` (see ``rediscache``);
-        the caller adds the writes first and reads the results from the front."""
-        namespaces = list(namespaces)
-        if self._cache is not None:
-            self._cache.drop(namespaces)
+    def _write(
+        self,
+        announced: list[str],
+        commands: Callable[[Any], Any],
+        changes: Callable[[list[Any]], dict[str, dict[str, Any]]],
+    ) -> list[Any]:
+        """Run ``commands`` (added to a MULTI/EXEC pipeline), announcing ``announced`` in the
+        same transaction. ``changes(results)`` tells what the write did, namespace ->
+        {key: new value or ``DELETED``}, so that this process's copies follow (see
+        :mod:`backends.rediscache`)."""
         pipe = self._redis.pipeline(transaction=True)
-        return pipe, namespaces
-
-    def _execute(self, pipe, namespaces: list[str]) -> list[Any]:
+        commands(pipe)
         if self._channel is not None:
-            for namespace in namespaces:
-                pipe.publish(self._channel, namespace)
-        return pipe.execute()
+            for namespace in announced:
+                pipe.publish(self._channel, f"{self._writer}|{namespace}")
+        seen = self._cache.seen() if self._cache is not None else 0
+        try:
+            results = pipe.execute()
+        except BaseException:
+            if self._cache is not None:
+                self._cache.drop(announced)
+            raise
+        if self._cache is not None:
+            self._cache.wrote(seen, announced, changes(results))
+        return results
 
     def _key(self, namespace: str) -> str:
         group, rest = _group_and_rest(namespace)
@@ -361,9 +375,11 @@ class RedisStore(KeyValueStore):
     def set(self, namespace: str, key: str, value: Any) -> None:
         text = encode(value)
         with self._errors():
-            pipe, announced = self._transaction([namespace])
-            pipe.hset(self._key(namespace), key, text)
-            self._execute(pipe, announced)
+            self._write(
+                [namespace],
+                lambda pipe: pipe.hset(self._key(namespace), key, text),
+                lambda _: {namespace: {key: decode(text)}},
+            )
 
     def set_many(self, entries: Mapping[str, Mapping[str, Any]]) -> None:
         encoded = {
@@ -382,35 +398,51 @@ class RedisStore(KeyValueStore):
             batches = list(slots.values())
         with self._errors():
             for batch in batches:
-                pipe, announced = self._transaction(batch)
-                for namespace, mapping in batch.items():
-                    pipe.hset(self._key(namespace), mapping=mapping)
-                self._execute(pipe, announced)
+                self._write(
+                    list(batch),
+                    lambda pipe, batch=batch: [
+                        pipe.hset(self._key(ns), mapping=mapping) for ns, mapping in batch.items()
+                    ],
+                    lambda _, batch=batch: {ns: decode_many(m) for ns, m in batch.items()},
+                )
 
     def delete(self, namespace: str, key: str) -> bool:
         with self._errors():
-            pipe, announced = self._transaction([namespace])
-            pipe.hdel(self._key(namespace), key)
-            return bool(self._execute(pipe, announced)[0])
+            results = self._write(
+                [namespace],
+                lambda pipe: pipe.hdel(self._key(namespace), key),
+                lambda _: {namespace: {key: DELETED}},
+            )
+        return bool(results[0])
 
     def compare_and_set(self, namespace: str, key: str, expected: Any | None, value: Any) -> bool:
         hash_key, text = self._key(namespace), encode(value)
-        with self._errors():
+
+        def changes(results: list[Any]) -> dict[str, dict[str, Any]]:
+            return {namespace: {key: decode(text)} if results[0] else {}}
+
+        def command(pipe: Any) -> Any:
             if expected is None:
-                pipe, announced = self._transaction([namespace])
-                pipe.hsetnx(hash_key, key, text)
-                return bool(self._execute(pipe, announced)[0])
-            if self._cache is not None:
-                self._cache.drop([namespace])
-            announce = [self._channel, namespace] if self._channel is not None else []
-            args = [key, encode(expected), text, *announce]
-            return bool(self._compare_and_set(keys=[hash_key], args=args))
+                return pipe.hsetnx(hash_key, key, text)
+            return self._compare_and_set(
+                keys=[hash_key], args=[key, encode(expected), text], client=pipe
+            )
+
+        with self._errors():
+            if expected is not None and self._channel is None:  # a cluster: one script call
+                args = [key, encode(expected), text]
+                return bool(self._compare_and_set(keys=[hash_key], args=args))
+            results = self._write([namespace], command, changes)
+        return bool(results[0])
 
     def incr(self, counter: str, amount: int = 1) -> int:
         with self._errors():
-            pipe, announced = self._transaction([COUNTERS])
-            pipe.hincrby(self._key(COUNTERS), counter, amount)
-            return int(self._execute(pipe, announced)[0])
+            results = self._write(
+                [COUNTERS],
+                lambda pipe: pipe.hincrby(self._key(COUNTERS), counter, amount),
+                lambda results: {COUNTERS: {counter: int(results[0])}},
+            )
+        return int(results[0])
 
     def namespaces(self) -> Iterator[str]:
         pattern = "".join("\\" + c if c in "*?[]\\" else c for c in self.prefix) + "*"

@@ -30,14 +30,23 @@ import redis
 from .copies import Copies, Fetch
 
 HEARTBEAT = 1.0  # seconds of silence after which the subscriber pings
-_EVERYTHING = "*"  # a message that drops every copy
+DELETED = object()  # in a write's changes: the key was removed
 
 
 class NamespaceCache:
     """The copies and the subscription that keeps them honest; thread-safe."""
 
-    def __init__(self, make_connection: Callable[[], redis.Connection], channel: str,
-                 timeout: float) -> None:
+    def __init__(
+        self,
+        make_connection: Callable[[], redis.Connection],
+        channel: str,
+        timeout: float,
+        writer: str,
+    ) -> None:
+        """``writer`` names this process's own announcements, which it skips: its copies
+        already follow its own writes (:meth:`wrote`)."""
+        self._writer = writer
+        self._drains = 0  # how many times messages were taken: see wrote()
         self._make_connection = make_connection
         self.channel = channel
         self._timeout = timeout
@@ -63,9 +72,27 @@ class NamespaceCache:
         return {**held, **found}
 
     def drop(self, namespaces: Iterable[str]) -> None:
-        """Forget copies this process is about to change (its own message follows anyway)."""
+        """Forget copies (after a write whose outcome is unknown)."""
         with self._lock:
             self._copies.drop(namespaces)
+
+    def seen(self) -> int:
+        """A mark to pass to :meth:`wrote`, taken before a write is sent."""
+        with self._lock:
+            return self._drains
+
+    def wrote(self, seen: int, namespaces: list[str], changes: dict[str, dict[str, Any]]) -> None:
+        """Make the copies follow this process's own write of ``changes``. Only if no message
+        was taken since ``seen``: a message taken meanwhile may be about a later write by
+        someone else, which the update would then hide; the copies are dropped instead."""
+        with self._lock:
+            if self._drains != seen:
+                self._copies.drop(namespaces)
+                return
+            for namespace, values in changes.items():
+                keys = list(values)
+                found = {k: v for k, v in values.items() if v is not DELETED}
+                self._copies.update(namespace, keys, found)
 
     def close(self) -> None:
         with self._lock:
@@ -84,6 +111,7 @@ class NamespaceCache:
                 return False  # copies made before this subscription may have missed messages
             connection = self._connection
             while connection.can_read(timeout=0):
+                self._drains += 1
                 self._apply(connection.read_response(push_request=True, timeout=self._timeout))
             if time.monotonic() - self._heard > HEARTBEAT:
                 self._confirm()
@@ -96,6 +124,7 @@ class NamespaceCache:
         """After a silence: a ping, and every message up to its answer, within the timeout."""
         connection = self._connection
         connection.send_command("PING")
+        self._drains += 1
         deadline = time.monotonic() + self._timeout
         while not self._apply(
             connection.read_response(
@@ -111,16 +140,15 @@ class NamespaceCache:
         if isinstance(message, list) and message:
             kind = str(message[0]).lower()
             if kind == "message":
-                namespace = str(message[2])
-                if namespace == _EVERYTHING:
-                    self._copies.clear()
-                else:
+                writer, _, namespace = str(message[2]).partition("|")
+                if writer != self._writer:
                     self._copies.drop([namespace])
             return kind == "pong"
         return str(message).lower() == "pong"
 
     def _subscribe(self) -> None:
         self._copies.clear()
+        self._drains += 1
         connection = self._make_connection()
         connection.connect()
         connection.send_command("SUBSCRIBE", self.channel)
