@@ -46,7 +46,9 @@ class NamespaceCache:
         """``writer`` names this process's own announcements, which it skips: its copies
         already follow its own writes (:meth:`wrote`)."""
         self._writer = writer
-        self._drains = 0  # how many times messages were taken: see wrote()
+        # Bumped by every message taken and every write this process makes: copies are kept
+        # or updated only if nothing happened between a read (or write) and its result.
+        self._generation = 0
         self._make_connection = make_connection
         self.channel = channel
         self._timeout = timeout
@@ -62,31 +64,35 @@ class NamespaceCache:
         with self._lock:
             trusted = self._catch_up()
             held = self._copies.held(requests) if trusted else {}
+            generation = self._generation
         missing = {ns: keys for ns, keys in requests.items() if ns not in held}
         if not missing:
             return held
         found = fetch(missing)
-        if trusted:
-            with self._lock:
+        with self._lock:
+            if trusted and generation == self._generation:  # else it may be stale already
                 self._copies.keep(missing, found)
         return {**held, **found}
 
     def drop(self, namespaces: Iterable[str]) -> None:
         """Forget copies (after a write whose outcome is unknown)."""
         with self._lock:
+            self._generation += 1
             self._copies.drop(namespaces)
 
     def seen(self) -> int:
         """A mark to pass to :meth:`wrote`, taken before a write is sent."""
         with self._lock:
-            return self._drains
+            return self._generation
 
     def wrote(self, seen: int, namespaces: list[str], changes: dict[str, dict[str, Any]]) -> None:
-        """Make the copies follow this process's own write of ``changes``. Only if no message
-        was taken since ``seen``: a message taken meanwhile may be about a later write by
+        """Make the copies follow this process's own write of ``changes``. Only if nothing
+        happened since ``seen``: a message taken meanwhile may be about a later write by
         someone else, which the update would then hide; the copies are dropped instead."""
         with self._lock:
-            if self._drains != seen:
+            unchanged = self._generation == seen
+            self._generation += 1
+            if not unchanged:
                 self._copies.drop(namespaces)
                 return
             for namespace, values in changes.items():
@@ -111,7 +117,7 @@ class NamespaceCache:
                 return False  # copies made before this subscription may have missed messages
             connection = self._connection
             while connection.can_read(timeout=0):
-                self._drains += 1
+                self._generation += 1
                 self._apply(connection.read_response(push_request=True, timeout=self._timeout))
             if time.monotonic() - self._heard > HEARTBEAT:
                 self._confirm()
@@ -124,7 +130,7 @@ class NamespaceCache:
         """After a silence: a ping, and every message up to its answer, within the timeout."""
         connection = self._connection
         connection.send_command("PING")
-        self._drains += 1
+        self._generation += 1
         deadline = time.monotonic() + self._timeout
         while not self._apply(
             connection.read_response(
@@ -148,7 +154,7 @@ class NamespaceCache:
 
     def _subscribe(self) -> None:
         self._copies.clear()
-        self._drains += 1
+        self._generation += 1
         connection = self._make_connection()
         connection.connect()
         connection.send_command("SUBSCRIBE", self.channel)

@@ -123,15 +123,19 @@ class SettingsService:
         return owner, key
 
     def planned_reads(
-        self, kind: Kind, key: str | None, user_id: int | None = None
+        self, kind: Kind, key: str | None, user_id: int | None = None, writing: bool = False
     ) -> dict[str, list[str] | None]:
-        """What :meth:`list` (``key`` None) or :meth:`get`/:meth:`update` of ``key`` will read,
-        as ``{namespace: keys or None for all}``, to fetch it ahead in one round trip."""
+        """What :meth:`list` (``key`` None), :meth:`get` or (``writing``) :meth:`update` of
+        ``key`` with a value will read, as ``{namespace: keys or None for all}``, to fetch it
+        ahead in one round trip."""
         namespace = kind.namespace(user_id)
         if key is None:
             return {namespace: None}
         definition = self._definitions[kind].get(str(key).upper())
-        return {} if definition is None else {namespace: [definition.key, *definition.related_keys]}
+        if definition is None:
+            return {}
+        keys = list(definition.related_keys) if writing else [definition.key, *definition.related_keys]
+        return {namespace: keys} if keys else {}
 
     def values(self, kind: Kind, keys: Iterable[str], user_id: int | None = None) -> dict[str, str]:
         """Current wire values of ``keys`` (defaults where nothing is stored), in one read."""
@@ -150,7 +154,10 @@ class SettingsService:
         """
         definition = self._definition(kind, key)
         ordinal = self._ordinals_for(kind)[definition.key]
-        stored = self._read(kind, definition, user_id)
+        if value is MISSING or definition.related_keys:
+            stored = self._read(kind, definition, user_id)
+        else:
+            stored = {}  # the new value does not depend on anything stored: nothing to read
         if value is not MISSING:
             stored = {**stored, definition.key: self.validate(kind, key, value, stored, user_id)}
             self.store.set(kind.namespace(user_id), definition.key, stored[definition.key])

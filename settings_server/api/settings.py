@@ -171,7 +171,8 @@ def planned_reads(user_id: int | None) -> dict[str, list[str] | None]:
             return {}
         if owner != user_id:
             return {}
-    return service().planned_reads(kind, key, user_id)
+    writing = request.method in ("PUT", "PATCH")
+    return service().planned_reads(kind, key, user_id, writing=writing)
 
 
 # -- views ---------------------------------------------------------------------------------
