@@ -3,6 +3,7 @@ write through settings-server has made stale (issue 6 item 2, issue 7)."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import pytest
@@ -93,3 +94,20 @@ def test_cache_is_refused_on_a_cluster():
         store_from_url("redis+cluster://127.0.0.1:7000?cache=on")
     with pytest.raises(ConfigurationError, match="cache option is on or off"):
         store_from_url("redis://127.0.0.1:6379/0?cache=yes")
+
+
+def test_no_copy_is_read_once_redis_is_gone(private_redis):
+    """A killed Redis closes the subscription: copies are dropped and reads fail (503)."""
+    from backends import StorageUnavailable
+
+    store = store_from_url(f"{private_redis.url}?prefix=p:&timeout=0.5&cache=on")
+    try:
+        store.set("global", "K", "one")
+        warm(store)
+        assert store.get("global", "K") == "one"
+        private_redis.kill()
+        with pytest.raises(StorageUnavailable):
+            store.get("global", "K")
+    finally:
+        with contextlib.suppress(StorageUnavailable):
+            store.close()
