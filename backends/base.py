@@ -152,3 +152,17 @@ class KeyValueStore(ABC):
     @abstractmethod
     def close(self) -> None:
         """Release connections and threads. The store may not be used afterwards."""
+
+
+class ReadsThroughGetEach:
+    """Mixin for backends whose every read goes through :meth:`KeyValueStore.get_each`, so
+    that one code path serves copies and fetches alike (list it before ``KeyValueStore``)."""
+
+    def get(self, namespace: str, key: str) -> Any | None:
+        return self.get_each({namespace: [key]})[namespace].get(key)
+
+    def get_many(self, namespace: str, keys: Iterable[str]) -> dict[str, Any]:
+        return self.get_each({namespace: list(keys)})[namespace]
+
+    def get_all(self, namespace: str) -> dict[str, Any]:
+        return self.get_each({namespace: None})[namespace]

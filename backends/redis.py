@@ -50,6 +50,7 @@ from .base import (
     COUNTERS,
     ConfigurationError,
     KeyValueStore,
+    ReadsThroughGetEach,
     StorageUnavailable,
     decode,
     decode_many,
@@ -166,7 +167,7 @@ def _cluster_client(url: str, timeout: float) -> Callable[[], redis.RedisCluster
 _CLIENT_FACTORIES = {SENTINEL: _sentinel_client, CLUSTER: _cluster_client}
 
 
-class RedisStore(KeyValueStore):
+class RedisStore(ReadsThroughGetEach, KeyValueStore):
     """One Redis hash per namespace, all keys under one prefix; thread-safe (a connection pool)."""
 
     schemes = ("redis", "rediss", "unix", SENTINEL, CLUSTER)
@@ -331,15 +332,6 @@ class RedisStore(KeyValueStore):
         return tagged[1 : end - 1] + tagged[end:]
 
     # -- the interface --------------------------------------------------------------------
-
-    def get(self, namespace: str, key: str) -> Any | None:
-        return self.get_each({namespace: [key]})[namespace].get(key)
-
-    def get_many(self, namespace: str, keys: Iterable[str]) -> dict[str, Any]:
-        return self.get_each({namespace: list(keys)})[namespace]
-
-    def get_all(self, namespace: str) -> dict[str, Any]:
-        return self.get_each({namespace: None})[namespace]
 
     def get_each(self, requests: Mapping[str, Iterable[str] | None]) -> dict[str, dict[str, Any]]:
         """One pipeline (not a transaction) of ``HGETALL``/``HMGET``: one round trip, or none

@@ -34,6 +34,7 @@ from .base import (
     COUNTERS,
     ConfigurationError,
     KeyValueStore,
+    ReadsThroughGetEach,
     StorageUnavailable,
     decode,
     decode_many,
@@ -65,7 +66,7 @@ def _is_busy(exc: sqlite3.Error) -> bool:
     return "locked" in str(exc) or "busy" in str(exc)
 
 
-class SQLiteStore(KeyValueStore):
+class SQLiteStore(ReadsThroughGetEach, KeyValueStore):
     """All namespaces in one table of one SQLite file; row key ``namespace + "\\x1f" + key``.
 
     Thread-safe: one lock serialises the calls of a store, each of which waits for its statement
@@ -196,15 +197,6 @@ class SQLiteStore(KeyValueStore):
             rows.append(reply)
 
     # -- the interface --------------------------------------------------------------------
-
-    def get(self, namespace: str, key: str) -> Any | None:
-        return self.get_each({namespace: [key]})[namespace].get(key)
-
-    def get_many(self, namespace: str, keys: Iterable[str]) -> dict[str, Any]:
-        return self.get_each({namespace: list(keys)})[namespace]
-
-    def get_all(self, namespace: str) -> dict[str, Any]:
-        return self.get_each({namespace: None})[namespace]
 
     def get_each(self, requests: Mapping[str, Iterable[str] | None]) -> dict[str, dict[str, Any]]:
         """From this process's copies while the file is unchanged, else one statement."""
