@@ -70,6 +70,13 @@ SENTINEL, CLUSTER = "redis+sentinel", "redis+cluster"
 DEFAULT_PORTS = {SENTINEL: 26379, CLUSTER: 6379}
 CLUSTER_ATTEMPTS = 3  # redis-py retries a failed cluster call (re-reading the slot map) this often
 
+# KEYS[1]: hash, ARGV: field, new encoding, invalidation channel, announcement.
+_SET_AND_ANNOUNCE = """
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('PUBLISH', ARGV[3], ARGV[4])
+return 1
+"""
+
 # KEYS[1]: hash, ARGV: field, expected encoding, new encoding.
 _COMPARE_AND_SET = """
 if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
@@ -286,6 +293,7 @@ class RedisStore(ReadsThroughGetEach, KeyValueStore):
                 if self._client is None:
                     client = self._connect()
                     self._compare_and_set = client.register_script(_COMPARE_AND_SET)
+                    self._set_and_announce = client.register_script(_SET_AND_ANNOUNCE)
                     self._client = client
         return self._client
 
@@ -297,21 +305,15 @@ class RedisStore(ReadsThroughGetEach, KeyValueStore):
     def _write(
         self,
         announced: list[str],
-        commands: Callable[[Any], Any],
+        execute: Callable[[], list[Any]],
         changes: Callable[[list[Any]], dict[str, dict[str, Any]]],
     ) -> list[Any]:
-        """Run ``commands`` (added to a MULTI/EXEC pipeline), announcing ``announced`` in the
-        same transaction. ``changes(results)`` tells what the write did, namespace ->
-        {key: new value or ``DELETED``}, so that this process's copies follow (see
-        :mod:`backends.rediscache`)."""
-        pipe = self._redis.pipeline(transaction=True)
-        commands(pipe)
-        if self._channel is not None:
-            for namespace in announced:
-                pipe.publish(self._channel, f"{self._writer}|{namespace}")
+        """Run ``execute`` (a write that announces ``announced`` atomically with itself).
+        ``changes(results)`` tells what the write did, namespace -> {key: new value or
+        ``DELETED``}, so that this process's copies follow (see :mod:`backends.rediscache`)."""
         seen = self._cache.seen() if self._cache is not None else 0
         try:
-            results = pipe.execute()
+            results = execute()
         except BaseException:
             if self._cache is not None:
                 self._cache.drop(announced)
@@ -319,6 +321,24 @@ class RedisStore(ReadsThroughGetEach, KeyValueStore):
         if self._cache is not None:
             self._cache.wrote(seen, announced, changes(results))
         return results
+
+    def _transaction(
+        self, announced: list[str], commands: Callable[[Any], Any]
+    ) -> Callable[[], list[Any]]:
+        """A MULTI/EXEC of ``commands`` (added to the pipeline) that ends announcing."""
+
+        def execute() -> list[Any]:
+            pipe = self._redis.pipeline(transaction=True)
+            commands(pipe)
+            if self._channel is not None:
+                for namespace in announced:
+                    pipe.publish(self._channel, self._announcement(namespace))
+            return pipe.execute()
+
+        return execute
+
+    def _announcement(self, namespace: str) -> str:
+        return f"{self._writer}|{namespace}"
 
     def _key(self, namespace: str) -> str:
         group, rest = _group_and_rest(namespace)
@@ -365,13 +385,18 @@ class RedisStore(ReadsThroughGetEach, KeyValueStore):
         return found
 
     def set(self, namespace: str, key: str, value: Any) -> None:
-        text = encode(value)
+        text, hash_key = encode(value), self._key(namespace)
+        if self._channel is None:
+            execute = self._transaction([namespace], lambda pipe: pipe.hset(hash_key, key, text))
+        else:  # the hot path of every settings write: one script, cheaper than MULTI/EXEC
+            args = [key, text, self._channel, self._announcement(namespace)]
+
+            def execute() -> list[Any]:
+                client = self._redis  # made (and the script registered) on first use
+                return [self._set_and_announce(keys=[hash_key], args=args, client=client)]
+
         with self._errors():
-            self._write(
-                [namespace],
-                lambda pipe: pipe.hset(self._key(namespace), key, text),
-                lambda _: {namespace: {key: decode(text)}},
-            )
+            self._write([namespace], execute, lambda _: {namespace: {key: decode(text)}})
 
     def set_many(self, entries: Mapping[str, Mapping[str, Any]]) -> None:
         encoded = {
@@ -390,11 +415,12 @@ class RedisStore(ReadsThroughGetEach, KeyValueStore):
             batches = list(slots.values())
         with self._errors():
             for batch in batches:
+                commands = lambda pipe, batch=batch: [
+                    pipe.hset(self._key(ns), mapping=mapping) for ns, mapping in batch.items()
+                ]
                 self._write(
                     list(batch),
-                    lambda pipe, batch=batch: [
-                        pipe.hset(self._key(ns), mapping=mapping) for ns, mapping in batch.items()
-                    ],
+                    self._transaction(list(batch), commands),
                     lambda _, batch=batch: {ns: decode_many(m) for ns, m in batch.items()},
                 )
 
@@ -402,7 +428,7 @@ class RedisStore(ReadsThroughGetEach, KeyValueStore):
         with self._errors():
             results = self._write(
                 [namespace],
-                lambda pipe: pipe.hdel(self._key(namespace), key),
+                self._transaction([namespace], lambda pipe: pipe.hdel(self._key(namespace), key)),
                 lambda _: {namespace: {key: DELETED}},
             )
         return bool(results[0])
@@ -424,14 +450,16 @@ class RedisStore(ReadsThroughGetEach, KeyValueStore):
             if expected is not None and self._channel is None:  # a cluster: one script call
                 args = [key, encode(expected), text]
                 return bool(self._compare_and_set(keys=[hash_key], args=args))
-            results = self._write([namespace], command, changes)
+            results = self._write([namespace], self._transaction([namespace], command), changes)
         return bool(results[0])
 
     def incr(self, counter: str, amount: int = 1) -> int:
         with self._errors():
             results = self._write(
                 [COUNTERS],
-                lambda pipe: pipe.hincrby(self._key(COUNTERS), counter, amount),
+                self._transaction(
+                    [COUNTERS], lambda pipe: pipe.hincrby(self._key(COUNTERS), counter, amount)
+                ),
                 lambda results: {COUNTERS: {counter: int(results[0])}},
             )
         return int(results[0])
