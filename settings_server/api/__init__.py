@@ -44,7 +44,7 @@ def init_app(app: Flask) -> None:
     api = Api(app)
     registry = app.extensions["settings_registry"]
 
-    from . import health, root, schemas
+    from . import health, root, schemas, users
 
     for name, definitions in (
         ("global_key", registry.global_settings),
@@ -60,8 +60,6 @@ def init_app(app: Flask) -> None:
     api.register_blueprint(root.blp)
     api.register_blueprint(health.blp)
     api.register_blueprint(settings.blp)
-    from . import users
-
     api.register_blueprint(users.blp)
     app.extensions["settings_api"] = api
     app.before_request(before_api_request)
