@@ -19,12 +19,16 @@ answering reads from memory, and why the cache is off unless asked for.
 
 from __future__ import annotations
 
+import math
 import os
+import select
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import hiredis
 import redis
 
 from .copies import Copies, Fetch
@@ -53,7 +57,7 @@ class NamespaceCache:
         self.channel = channel
         self._timeout = timeout
         self._copies = Copies()
-        self._connection: redis.Connection | None = None
+        self._subscription: _Subscription | None = None
         self._pid: int | None = None
         self._heard = 0.0  # monotonic time of the last message or pong
         self._lock = threading.Lock()
@@ -109,39 +113,40 @@ class NamespaceCache:
     def _catch_up(self) -> bool:
         """Apply the messages waiting on the subscription; whether copies can be trusted."""
         if self._pid != os.getpid():  # new process (fork): nothing inherited is trusted
-            self._connection, self._pid = None, os.getpid()
+            self._subscription, self._pid = None, os.getpid()
             self._copies.clear()
         try:
-            if self._connection is None:
-                self._subscribe()
-                return False  # copies made before this subscription may have missed messages
-            connection = self._connection
-            while connection.can_read(timeout=0):
+            if self._subscription is None:
+                self._subscription = _Subscription(
+                    self._make_connection(), self.channel, self._timeout
+                )
+                self._copies.clear()
                 self._generation += 1
-                self._apply(connection.read_response(push_request=True, timeout=self._timeout))
+                self._heard = time.monotonic()
+                return False  # copies made before this subscription may have missed messages
+            for message in self._subscription.messages():
+                self._apply(message)
             if time.monotonic() - self._heard > HEARTBEAT:
                 self._confirm()
             return True
-        except (redis.RedisError, OSError):
+        except (redis.RedisError, OSError, hiredis.ProtocolError):
             self._disconnect()
             return False
 
     def _confirm(self) -> None:
         """After a silence: a ping, and every message up to its answer, within the timeout."""
-        connection = self._connection
-        connection.send_command("PING")
-        self._generation += 1
+        self._subscription.ping()
         deadline = time.monotonic() + self._timeout
-        while not self._apply(
-            connection.read_response(
-                push_request=True, timeout=max(0.001, deadline - time.monotonic())
-            )
-        ):
-            if time.monotonic() > deadline:
+        answered = False
+        while not answered:
+            for message in self._subscription.messages(deadline):
+                answered |= self._apply(message)  # every message, the pong's followers too
+            if not answered and time.monotonic() > deadline:
                 raise redis.TimeoutError("the invalidation channel did not answer a ping")
 
     def _apply(self, message: Any) -> bool:
         """Drop what an invalidation names; whether ``message`` answered a ping."""
+        self._generation += 1
         self._heard = time.monotonic()
         if isinstance(message, list) and message:
             kind = str(message[0]).lower()
@@ -152,23 +157,84 @@ class NamespaceCache:
             return kind == "pong"
         return str(message).lower() == "pong"
 
-    def _subscribe(self) -> None:
-        self._copies.clear()
-        self._generation += 1
-        connection = self._make_connection()
-        connection.connect()
-        connection.send_command("SUBSCRIBE", self.channel)
-        reply = connection.read_response(push_request=True, timeout=self._timeout)
-        if not reply or str(reply[0]).lower() != "subscribe":
-            connection.disconnect()
-            raise redis.ConnectionError(f"unexpected reply to SUBSCRIBE: {reply!r}")
-        self._connection, self._heard = connection, time.monotonic()
-
     def _disconnect(self) -> None:
         self._copies.clear()
-        if self._connection is not None:
+        if self._subscription is not None:
+            self._subscription.close()
+            self._subscription = None
+
+
+class _Subscription:
+    """A subscribed connection read without blocking: taking what has arrived is one ``recv``
+    (redis-py's ``can_read``/``read_response`` take several system calls per message)."""
+
+    BUFFER = 65536
+
+    def __init__(self, connection: redis.Connection, channel: str, timeout: float) -> None:
+        self._connection = connection
+        self._timeout = timeout
+        self._reader = hiredis.Reader(encoding="utf-8", errors="replace")
+        connection.connect()  # redis-py's handshake: TLS, credentials, database
+        try:
+            self._socket = connection._sock  # redis-py offers no public handle on it
+            # A short read drains a TCP or Unix socket; TLS hands out one record at a time.
+            self._short_read_drains = not isinstance(self._socket, ssl.SSLSocket)
+            self._send(connection.pack_command("SUBSCRIBE", channel))
+            # Whatever follows the reply needs no applying: the caller holds no copies yet.
+            replies = self.messages(time.monotonic() + timeout)
+            if not replies or not isinstance(replies[0], list) or replies[0][0] != "subscribe":
+                raise redis.ConnectionError(f"unexpected reply to SUBSCRIBE: {replies!r}")
+        except BaseException:
+            connection.disconnect()
+            raise
+
+    def ping(self) -> None:
+        self._send([b"*1\r\n$4\r\nPING\r\n"])
+
+    def messages(self, deadline: float | None = None) -> list[Any]:
+        """What has arrived, without blocking; with a ``deadline`` (monotonic), if nothing
+        has, what arrives until then (possibly nothing)."""
+        found = self._parsed()
+        if not found:
+            self._receive()
+            found = self._parsed()
+        if not found and deadline is not None and self._readable(deadline - time.monotonic()):
+            self._receive()
+            found = self._parsed()
+        return found
+
+    def close(self) -> None:
+        try:
+            self._connection.disconnect()
+        except (redis.RedisError, OSError):
+            pass
+
+    def _send(self, chunks: list[bytes]) -> None:
+        self._socket.settimeout(self._timeout)
+        self._socket.sendall(b"".join(chunks))
+        self._socket.settimeout(0)
+
+    def _receive(self) -> None:
+        while True:
             try:
-                self._connection.disconnect()
-            except (redis.RedisError, OSError):
-                pass
-            self._connection = None
+                data = self._socket.recv(self.BUFFER)
+            except (BlockingIOError, ssl.SSLWantReadError):
+                return
+            if not data:
+                raise redis.ConnectionError("Redis closed the invalidation channel")
+            self._reader.feed(data)
+            if self._short_read_drains and len(data) < self.BUFFER:
+                return
+
+    def _readable(self, seconds: float) -> bool:
+        if isinstance(self._socket, ssl.SSLSocket) and self._socket.pending():
+            return True
+        poller = select.poll()
+        poller.register(self._socket, select.POLLIN)
+        return bool(poller.poll(max(1, math.ceil(seconds * 1000))))
+
+    def _parsed(self) -> list[Any]:
+        found = []
+        while (message := self._reader.gets()) is not False:
+            found.append(message)
+        return found
