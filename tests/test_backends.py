@@ -362,6 +362,40 @@ def test_redis_key_layout_keeps_a_group_in_one_hash_slot(redis_url):
     store.close()
 
 
+@pytest.mark.redis
+def test_redis_writes_go_on_after_the_server_forgets_its_scripts(private_redis):
+    store = store_from_url(f"{private_redis.url}?prefix=p:")
+    raw = redis.Redis.from_url(private_redis.url)
+    try:
+        store.set("global", "K", 1)
+        raw.script_flush()
+        store.set("global", "K", 2)
+        assert store.get("global", "K") == 2
+    finally:
+        store.close()
+        raw.close()
+
+
+@pytest.mark.redis
+def test_a_redis_write_that_timed_out_leaves_no_reply_for_the_next(private_redis):
+    """The answer to a write that timed out arrives late; it must not be taken as the next
+    write's, nor the next read's."""
+    store = store_from_url(f"{private_redis.url}?prefix=p:&timeout=0.2")
+    raw = redis.Redis.from_url(private_redis.url)
+    try:
+        store.set("global", "K", "before")
+        raw.client_pause(600, all=False)  # writes (scripts included) wait 0.6 s
+        with pytest.raises(StorageUnavailable):
+            store.set("global", "K", "timed out")
+        time.sleep(0.7)
+        store.set("global", "L", "after")
+        assert store.get_all("global")["L"] == "after"
+        assert store.get("global", "K") in ("before", "timed out")
+    finally:
+        store.close()
+        raw.close()
+
+
 # --- several processes at once ----------------------------------------------------------------
 
 PROCESSES, ROUNDS = 4, 500
