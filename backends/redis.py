@@ -33,8 +33,6 @@ Beyond one server, with the same options (and no others):
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import math
 import os
 import secrets
@@ -46,7 +44,7 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import redis
 from redis.crc import key_slot
-from redis.exceptions import NoScriptError, RedisClusterException
+from redis.exceptions import RedisClusterException
 
 from .base import (
     COUNTERS,
@@ -72,13 +70,6 @@ SENTINEL, CLUSTER = "redis+sentinel", "redis+cluster"
 DEFAULT_PORTS = {SENTINEL: 26379, CLUSTER: 6379}
 CLUSTER_ATTEMPTS = 3  # redis-py retries a failed cluster call (re-reading the slot map) this often
 
-# KEYS[1]: hash, ARGV: field, new encoding, invalidation channel, announcement.
-_SET_AND_ANNOUNCE = """
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('PUBLISH', ARGV[3], ARGV[4])
-return 1
-"""
-
 # KEYS[1]: hash, ARGV: field, expected encoding, new encoding.
 _COMPARE_AND_SET = """
 if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
@@ -87,11 +78,6 @@ if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
 end
 return 0
 """
-
-
-@functools.cache
-def _sha1(script: str) -> str:
-    return hashlib.sha1(script.encode()).hexdigest()
 
 
 def _group_and_rest(namespace: str) -> tuple[str, str]:
@@ -225,7 +211,7 @@ class RedisStore(ReadsThroughGetEach, KeyValueStore):
             raise ConfigurationError(self._hide_password(str(exc))) from None
         self._client: redis.Redis | redis.RedisCluster | None = None
         self._client_lock = threading.Lock()
-        self._held = threading.local()  # see _run_script
+        self._held = threading.local()  # see _run_transaction
         self._held_connections: list[redis.Connection] = []
         self._where = self._hide_password(urlunsplit(urlsplit(url)._replace(query="")))
 
@@ -305,11 +291,11 @@ class RedisStore(ReadsThroughGetEach, KeyValueStore):
                     self._client = client
         return self._client
 
-    def _run_script(self, script: str, keys: list[str], args: list[str]) -> Any:
-        """Run the Lua ``script`` on a connection this thread keeps for itself: one send
-        and one read, without the pool's checks around every call (a quarter less CPU for a
-        settings write). A failure closes that connection, so that a late reply is never
-        read as the answer to the next call."""
+    def _run_transaction(self, *commands: tuple[str, ...]) -> list[Any]:
+        """``MULTI``, ``commands``, ``EXEC`` in one send, on a connection this thread keeps for
+        itself: without the pool's checks and the pipeline's bookkeeping around every call, a
+        settings write costs a quarter less CPU. Any failure closes that connection, so that
+        a late reply is never read as the answer to the next call."""
         held = self._held
         if getattr(held, "pid", None) != os.getpid():  # first call in this thread or process
             held.connection, held.pid = self._redis.connection_pool.make_connection(), os.getpid()
@@ -319,15 +305,16 @@ class RedisStore(ReadsThroughGetEach, KeyValueStore):
         try:
             connection.connect()  # a no-op once connected; send_command alone would connect
             # a Sentinel-managed connection to the default address, not the master's
-            connection.send_command("EVALSHA", _sha1(script), len(keys), *keys, *args)
-            return connection.read_response()
-        except NoScriptError:  # not loaded yet, or forgotten (restart, SCRIPT FLUSH)
-            return self._redis.eval(script, len(keys), *keys, *args)
-        except redis.ResponseError:
-            raise
+            connection.send_packed_command(
+                connection.pack_commands([("MULTI",), *commands, ("EXEC",)])
+            )
+            replies = [connection.read_response() for _ in range(len(commands) + 2)]
         except BaseException:
             connection.disconnect()
             raise
+        if replies[-1] is None:
+            raise redis.ResponseError("EXEC was aborted")
+        return replies[-1]
 
     def _subscriber_connection(self) -> redis.Connection:
         """A connection of its own (to the master, under Sentinel) for the subscription."""
@@ -420,11 +407,13 @@ class RedisStore(ReadsThroughGetEach, KeyValueStore):
         text, hash_key = encode(value), self._key(namespace)
         if self._channel is None:
             execute = self._transaction([namespace], lambda pipe: pipe.hset(hash_key, key, text))
-        else:  # the hot path of every settings write: one script, cheaper than MULTI/EXEC
-            args = [key, text, self._channel, self._announcement(namespace)]
+        else:  # the hot path of every settings write
+            announcement = self._announcement(namespace)
 
             def execute() -> list[Any]:
-                return [self._run_script(_SET_AND_ANNOUNCE, [hash_key], args)]
+                return self._run_transaction(
+                    ("HSET", hash_key, key, text), ("PUBLISH", self._channel, announcement)
+                )
 
         with self._errors():
             self._write([namespace], execute, lambda _: {namespace: {key: decode(text)}})

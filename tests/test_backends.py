@@ -368,9 +368,11 @@ def test_redis_writes_go_on_after_the_server_forgets_its_scripts(private_redis):
     raw = redis.Redis.from_url(private_redis.url)
     try:
         store.set("global", "K", 1)
+        assert store.compare_and_set("global", "K", 1, 2)
         raw.script_flush()
-        store.set("global", "K", 2)
-        assert store.get("global", "K") == 2
+        store.set("global", "K", 3)
+        assert store.compare_and_set("global", "K", 3, 4)
+        assert store.get("global", "K") == 4
     finally:
         store.close()
         raw.close()
