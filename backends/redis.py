@@ -40,7 +40,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 import redis
 from redis.crc import key_slot
@@ -213,7 +213,7 @@ class RedisStore(ReadsThroughGetEach, KeyValueStore):
         self._client_lock = threading.Lock()
         self._held = threading.local()  # see _run_transaction
         self._held_connections: list[redis.Connection] = []
-        self._where = self._hide_password(urlunsplit(urlsplit(url)._replace(query="")))
+        self._where = self._hide_password(url.partition("?")[0])
 
     @classmethod
     def from_url(cls, url: str) -> RedisStore:
@@ -252,7 +252,8 @@ class RedisStore(ReadsThroughGetEach, KeyValueStore):
         if cache not in ("on", "off"):
             raise ConfigurationError(f"the cache option is on or off, got {cache!r}")
         return cls(
-            urlunsplit(parts._replace(query=urlencode(theirs))),
+            # not urlunsplit, which writes unix:///path as unix:/path
+            url.partition("?")[0] + (f"?{urlencode(theirs)}" if theirs else ""),
             prefix=prefix,
             timeout=timeout,
             cache=cache == "on",

@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -132,15 +133,19 @@ class RedisServer:
         workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        # A Unix socket path has at most 107 bytes; pytest's temporary paths can be longer.
+        self.socket = Path(tempfile.mkdtemp(prefix="redis-")) / "redis.sock"
+        self.socket_url = f"unix://{self.socket}?db=0"
         self.process: subprocess.Popen | None = None
 
     def start(self) -> RedisServer:
         import redis
 
+        self.socket.parent.mkdir(exist_ok=True)  # removed by kill()
         self.process = subprocess.Popen(
             [self.executable, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
              "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.workdir),
-             "--logfile", str(self.workdir / "redis.log")],
+             "--logfile", str(self.workdir / "redis.log"), "--unixsocket", str(self.socket)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -163,3 +168,4 @@ class RedisServer:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait(timeout=STOP_TIMEOUT)
+        shutil.rmtree(self.socket.parent, ignore_errors=True)

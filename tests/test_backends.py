@@ -363,6 +363,23 @@ def test_redis_key_layout_keeps_a_group_in_one_hash_slot(redis_url):
 
 
 @pytest.mark.redis
+@pytest.mark.parametrize("options", ["", "&prefix=p:&timeout=1", "&prefix=p:&cache=on"])
+def test_redis_over_a_unix_socket(private_redis, options):
+    store = store_from_url(private_redis.socket_url + options)
+    other = store_from_url(private_redis.url + "?" + options.lstrip("&"))
+    try:
+        store.set("global", "K", "by socket")
+        assert other.get("global", "K") == "by socket"
+        other.set("global", "K", "by TCP")
+        time.sleep(0.002)  # the announcement's way to a cached store in this very process
+        assert store.get("global", "K") == "by TCP"
+        assert str(private_redis.socket) in repr(store)
+    finally:
+        store.close()
+        other.close()
+
+
+@pytest.mark.redis
 def test_redis_writes_go_on_after_the_server_forgets_its_scripts(private_redis):
     store = store_from_url(f"{private_redis.url}?prefix=p:")
     raw = redis.Redis.from_url(private_redis.url)
