@@ -153,6 +153,15 @@ class KeyValueStore(ABC):
     def close(self) -> None:
         """Release connections and threads. The store may not be used afterwards."""
 
+    def defer_writes(self) -> None:
+        """Allow this thread's next writes to return before the backend has answered, until
+        :meth:`settle`; every other call still sees them. Backends without a round trip to
+        save ignore this."""
+
+    def settle(self) -> None:
+        """Stop deferring (see :meth:`defer_writes`) and wait for the answers owed; raise
+        :class:`StorageUnavailable` if a deferred write failed or its outcome is unknown."""
+
 
 class ReadsThroughGetEach:
     """Mixin for backends whose every read goes through :meth:`KeyValueStore.get_each`, so

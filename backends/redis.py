@@ -80,6 +80,18 @@ return 0
 """
 
 
+class _ThreadState(threading.local):
+    """What a thread keeps of a store: a connection of its own (see
+    :meth:`RedisStore._send_transaction`) and the answers it is owed (see
+    :meth:`RedisStore.defer_writes`), as ``(read them, namespaces written)``."""
+
+    def __init__(self) -> None:
+        self.connection: redis.Connection | None = None
+        self.pid: int | None = None
+        self.deferring = False
+        self.owed: list[tuple[Callable[[], list[Any]], list[str]]] = []
+
+
 def _group_and_rest(namespace: str) -> tuple[str, str]:
     group, slash, rest = namespace.partition("/")
     return group, slash + rest
@@ -211,7 +223,7 @@ class RedisStore(ReadsThroughGetEach, KeyValueStore):
             raise ConfigurationError(self._hide_password(str(exc))) from None
         self._client: redis.Redis | redis.RedisCluster | None = None
         self._client_lock = threading.Lock()
-        self._held = threading.local()  # see _run_transaction
+        self._held = _ThreadState()
         self._held_connections: list[redis.Connection] = []
         self._where = self._hide_password(url.partition("?")[0])
 
@@ -271,8 +283,11 @@ class RedisStore(ReadsThroughGetEach, KeyValueStore):
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
-        """Turn every redis-py error into :class:`StorageUnavailable`, password removed."""
+        """Turn every redis-py error into :class:`StorageUnavailable`, password removed. Every
+        call goes through here, and first reads the answers this thread is owed (see
+        :meth:`defer_writes`): calls see the writes before them."""
         try:
+            self._read_owed()
             yield
         except (redis.RedisError, RedisClusterException) as exc:
             text = str(exc)
@@ -292,14 +307,15 @@ class RedisStore(ReadsThroughGetEach, KeyValueStore):
                     self._client = client
         return self._client
 
-    def _run_transaction(self, *commands: tuple[str, ...]) -> list[Any]:
-        """``MULTI``, ``commands``, ``EXEC`` in one send, on a connection this thread keeps for
-        itself: without the pool's checks and the pipeline's bookkeeping around every call, a
-        settings write costs a quarter less CPU. Any failure closes that connection, so that
-        a late reply is never read as the answer to the next call."""
+    def _send_transaction(self, *commands: tuple[str, ...]) -> Callable[[], list[Any]]:
+        """Send ``MULTI``, ``commands``, ``EXEC`` at once on a connection this thread keeps for
+        itself (without the pool's checks and the pipeline's bookkeeping around every call, a
+        settings write costs a quarter less CPU); what reads the answer, ``EXEC``'s. Any
+        failure closes that connection, so that a late reply is never read as another's."""
         held = self._held
-        if getattr(held, "pid", None) != os.getpid():  # first call in this thread or process
+        if held.pid != os.getpid():  # first call in this thread or process
             held.connection, held.pid = self._redis.connection_pool.make_connection(), os.getpid()
+            held.owed.clear()  # a parent's, if this is a forked child
             with self._client_lock:
                 self._held_connections.append(held.connection)
         connection = held.connection
@@ -309,13 +325,21 @@ class RedisStore(ReadsThroughGetEach, KeyValueStore):
             connection.send_packed_command(
                 connection.pack_commands([("MULTI",), *commands, ("EXEC",)])
             )
-            replies = [connection.read_response() for _ in range(len(commands) + 2)]
         except BaseException:
             connection.disconnect()
             raise
-        if replies[-1] is None:
-            raise redis.ResponseError("EXEC was aborted")
-        return replies[-1]
+
+        def receive() -> list[Any]:
+            try:
+                replies = [connection.read_response() for _ in range(len(commands) + 2)]
+            except BaseException:
+                connection.disconnect()
+                raise
+            if replies[-1] is None:
+                raise redis.ResponseError("EXEC was aborted")
+            return replies[-1]
+
+        return receive
 
     def _subscriber_connection(self) -> redis.Connection:
         """A connection of its own (to the master, under Sentinel) for the subscription."""
@@ -325,37 +349,85 @@ class RedisStore(ReadsThroughGetEach, KeyValueStore):
     def _write(
         self,
         announced: list[str],
-        execute: Callable[[], list[Any]],
+        send: Callable[[], Callable[[], list[Any]]],
         changes: Callable[[list[Any]], dict[str, dict[str, Any]]],
-    ) -> list[Any]:
-        """Run ``execute`` (a write that announces ``announced`` atomically with itself).
-        ``changes(results)`` tells what the write did, namespace -> {key: new value or
-        ``DELETED``}, so that this process's copies follow (see :mod:`backends.rediscache`)."""
+        *,
+        deferrable: bool = False,
+    ) -> list[Any] | None:
+        """``send()`` sends a write that announces ``announced`` atomically with itself, and
+        returns what reads its results; ``changes(results)`` tells what the write did,
+        namespace -> {key: new value or ``DELETED``}, so that this process's copies follow
+        (see :mod:`backends.rediscache`). A ``deferrable`` write made while this thread defers
+        writes (:meth:`defer_writes`) returns ``None`` at once; its results are read later."""
         seen = self._cache.seen() if self._cache is not None else 0
         try:
-            results = execute()
+            receive = send()
         except BaseException:
             if self._cache is not None:
                 self._cache.drop(announced)
             raise
-        if self._cache is not None:
-            self._cache.wrote(seen, announced, changes(results))
-        return results
+
+        def finish() -> list[Any]:
+            try:
+                results = receive()
+            except BaseException:
+                if self._cache is not None:
+                    self._cache.drop(announced)
+                raise
+            if self._cache is not None:
+                self._cache.wrote(seen, announced, changes(results))
+            return results
+
+        if deferrable and self._held.deferring:
+            self._held.owed.append((finish, announced))
+            return None
+        return finish()
+
+    def defer_writes(self) -> None:
+        """From now on, until :meth:`settle`, a ``set`` in this thread is sent but its answer
+        is read by the next call on this store or by :meth:`settle`, whichever is first. The
+        API defers for the length of a request, so that the response is rendered while Redis
+        applies the write, and settles before the response leaves."""
+        self._held.deferring = True
+
+    def settle(self) -> None:
+        """Stop deferring, and read the answers owed: raises :class:`StorageUnavailable` if a
+        deferred write failed or its outcome is unknown."""
+        self._held.deferring = False
+        with self._errors():
+            pass  # which reads them
+
+    def _read_owed(self) -> None:
+        owed = self._held.owed
+        if owed and self._held.pid != os.getpid():  # a forked child owes nothing
+            owed.clear()
+        while owed:
+            finish, _ = owed.pop(0)
+            try:
+                finish()
+            except BaseException:
+                for _, later in owed:  # their answers went with the connection: unknown
+                    if self._cache is not None:
+                        self._cache.drop(later)
+                owed.clear()
+                raise
 
     def _transaction(
         self, announced: list[str], commands: Callable[[Any], Any]
-    ) -> Callable[[], list[Any]]:
-        """A MULTI/EXEC of ``commands`` (added to the pipeline) that ends announcing."""
+    ) -> Callable[[], Callable[[], list[Any]]]:
+        """A MULTI/EXEC of ``commands`` (added to the pipeline) that ends announcing, as a
+        ``send`` for :meth:`_write` (which, a pipeline being run whole, has its answer)."""
 
-        def execute() -> list[Any]:
+        def send() -> Callable[[], list[Any]]:
             pipe = self._redis.pipeline(transaction=True)
             commands(pipe)
             if self._channel is not None:
                 for namespace in announced:
                     pipe.publish(self._channel, self._announcement(namespace))
-            return pipe.execute()
+            results = pipe.execute()
+            return lambda: results
 
-        return execute
+        return send
 
     def _announcement(self, namespace: str) -> str:
         return f"{self._writer}|{namespace}"
@@ -407,17 +479,19 @@ class RedisStore(ReadsThroughGetEach, KeyValueStore):
     def set(self, namespace: str, key: str, value: Any) -> None:
         text, hash_key = encode(value), self._key(namespace)
         if self._channel is None:
-            execute = self._transaction([namespace], lambda pipe: pipe.hset(hash_key, key, text))
+            send = self._transaction([namespace], lambda pipe: pipe.hset(hash_key, key, text))
         else:  # the hot path of every settings write
             announcement = self._announcement(namespace)
 
-            def execute() -> list[Any]:
-                return self._run_transaction(
+            def send() -> Callable[[], list[Any]]:
+                return self._send_transaction(
                     ("HSET", hash_key, key, text), ("PUBLISH", self._channel, announcement)
                 )
 
         with self._errors():
-            self._write([namespace], execute, lambda _: {namespace: {key: decode(text)}})
+            self._write(
+                [namespace], send, lambda _: {namespace: {key: decode(text)}}, deferrable=True
+            )
 
     def set_many(self, entries: Mapping[str, Mapping[str, Any]]) -> None:
         encoded = {
@@ -499,7 +573,7 @@ class RedisStore(ReadsThroughGetEach, KeyValueStore):
         if self._cache is not None:
             self._cache.close()
         with self._client_lock:
-            held, self._held_connections, self._held = self._held_connections, [], threading.local()
+            held, self._held_connections, self._held = self._held_connections, [], _ThreadState()
         for connection in held:
             if connection.pid == os.getpid():
                 connection.disconnect()

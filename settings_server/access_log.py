@@ -73,10 +73,11 @@ def configure_logging(level: str) -> None:
 
 
 def init_app(app: Flask) -> None:
-    """Log every request of ``app``; call after the other ``before_request`` hooks are in."""
+    """Log every request of ``app``; call after the other hooks are in: its clock starts
+    first, and it logs the response the others leave."""
     configure_logging(app.config.get("SETTINGS_LOG_LEVEL") or "info")
     app.before_request_funcs.setdefault(None, []).insert(0, _start_clock)
-    app.after_request(_log_request)
+    app.after_request_funcs.setdefault(None, []).insert(0, _log_request)  # they run last first
 
 
 def _start_clock() -> None:

@@ -84,7 +84,7 @@ def _handle_http_exception(exc: HTTPException) -> Response:
     return json_response({"detail": detail}, exc.code or 500)
 
 
-def _handle_storage_unavailable(exc: StorageUnavailable) -> Response:
+def storage_unavailable(exc: StorageUnavailable) -> Response:
     # The reason (host, path, driver error) is for the operator's log, not for any caller.
     LOGGER.warning("storage unavailable: %s", exc)
     response = json_response({"detail": STORAGE_UNAVAILABLE}, 503)
@@ -101,6 +101,6 @@ def _handle_unexpected(exc: Exception) -> Response:
 
 def init_app(app: Flask) -> None:
     app.register_error_handler(HTTPException, _handle_http_exception)
-    app.register_error_handler(StorageUnavailable, _handle_storage_unavailable)
+    app.register_error_handler(StorageUnavailable, storage_unavailable)
     if not app.testing:
         app.register_error_handler(Exception, _handle_unexpected)

@@ -379,6 +379,60 @@ def test_redis_over_a_unix_socket(private_redis, options):
         other.close()
 
 
+def test_deferred_writes_are_seen_by_every_later_call(store):
+    store.defer_writes()
+    store.set("global", "K", "deferred")
+    assert store.get("global", "K") == "deferred"
+    store.set("global", "K", "again")
+    store.set("global", "L", 1)
+    store.settle()
+    assert store.get_all("global") == {"K": "again", "L": 1}
+    store.set("global", "K", "settled")  # no longer deferred
+    assert store.get("global", "K") == "settled"
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("cache", ["off", "on"])
+def test_a_deferred_redis_write_that_fails_is_reported_by_settle(private_redis, cache):
+    store = store_from_url(f"{private_redis.url}?prefix=p:&timeout=0.2&cache={cache}")
+    raw = redis.Redis.from_url(private_redis.url)
+    try:
+        store.set("global", "K", "before")
+        store.get("global", "K")  # with the cache on: subscribed, and a copy kept
+        store.get("global", "K")
+        store.defer_writes()
+        raw.client_pause(600, all=False)  # writes wait 0.6 s: the answer does not come in time
+        store.set("global", "K", "unanswered")  # sent; returns without waiting
+        with pytest.raises(StorageUnavailable):
+            store.settle()
+        time.sleep(0.7)
+        store.settle()  # owes nothing more
+        # Not acknowledged, so it may or may not have been applied: nothing claims either.
+        assert store.get("global", "K") in ("before", "unanswered")
+        store.set("global", "K", "after")
+        assert store.get("global", "K") == "after"
+    finally:
+        store.close()
+        raw.close()
+
+
+@pytest.mark.redis
+def test_a_deferred_redis_write_that_fails_fails_the_next_call(private_redis):
+    store = store_from_url(f"{private_redis.url}?prefix=p:&timeout=0.2")
+    raw = redis.Redis.from_url(private_redis.url)
+    try:
+        store.defer_writes()
+        raw.client_pause(600, all=False)
+        store.set("global", "K", "unanswered")
+        with pytest.raises(StorageUnavailable):
+            store.get("global", "K")  # a read may not pass a write it cannot vouch for
+        store.settle()
+    finally:
+        time.sleep(0.7)
+        store.close()
+        raw.close()
+
+
 @pytest.mark.redis
 def test_redis_writes_go_on_after_the_server_forgets_its_scripts(private_redis):
     store = store_from_url(f"{private_redis.url}?prefix=p:")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from settings_server import create_app
@@ -100,3 +102,29 @@ def test_pks_unique_across_users_and_kinds(store_url):
             assert not pks & earlier
             earlier |= pks
     assert len(seen["user"]) == 3 * 34 and len(seen["notification"]) == 3
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("cache", ["off", "on"])
+def test_a_write_redis_never_acknowledges_answers_503_not_200(private_redis, cache):
+    """The response to a write is rendered while Redis applies it; it leaves only once Redis
+    has answered, and as a 503 when it has not in time."""
+    import redis
+
+    app = start(f"{private_redis.url}?prefix=p:&timeout=0.3&cache={cache}")
+    client, staff = app.test_client(), sign_in(app, "staff", staff=True)
+    path = "/api/settings/global/INVENTREE_INSTANCE/"
+    assert client.patch(path, json={"value": "Before"}, headers=staff).status_code == 200
+    with redis.Redis.from_url(private_redis.url) as raw:
+        raw.client_pause(900, all=False)  # writes wait 0.9 s; reads go on
+        response = client.patch(path, json={"value": "Unanswered"}, headers=staff)
+        assert response.status_code == 503, response.get_data(as_text=True)
+        assert response.get_json() == {"detail": "Storage unavailable."}
+        assert response.headers["Retry-After"]
+        time.sleep(1.0)
+    # The next requests owe nothing to the failed one.
+    assert client.get(path, headers=staff).get_json()["value"] in ("Before", "Unanswered")
+    response = client.patch(path, json={"value": "After"}, headers=staff)
+    assert response.status_code == 200 and response.get_json()["value"] == "After"
+    assert client.get(path, headers=staff).get_json()["value"] == "After"
+    app.extensions["settings_store"].close()

@@ -3,19 +3,28 @@
 from __future__ import annotations
 
 import functools
+import logging
 
 from flask import Flask, current_app, request
 from flask_smorest import Api
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import RequestRedirect
 
+from backends import StorageUnavailable
 from backends.readahead import ReadAheadStore
 
 from .. import __version__, auth
-from ..errors import PERMISSION_DENIED, allow_header, fail_detail, json_response
+from ..errors import (
+    PERMISSION_DENIED,
+    allow_header,
+    fail_detail,
+    json_response,
+    storage_unavailable,
+)
 from . import settings
 
 JSON_TYPES = ("application/json", "application/*", "*/*")
+LOGGER = logging.getLogger("settings_server.api")
 
 
 def init_app(app: Flask) -> None:
@@ -65,6 +74,7 @@ def init_app(app: Flask) -> None:
     app.before_request(before_api_request)
     app.teardown_request(forget_reads)
     app.after_request(add_allow_header)
+    app.after_request(settle_writes)
 
 
 def before_api_request():
@@ -74,6 +84,8 @@ def before_api_request():
         return None
     negotiate()
     read_ahead()
+    if request.method not in auth.SAFE_METHODS:
+        current_app.extensions["settings_store"].defer_writes()
     auth.authenticate()
     return check_route()
 
@@ -102,10 +114,25 @@ def read_ahead() -> None:
         store.read_ahead(reads)
 
 
+def settle_writes(response):
+    """Wait for the answers to the request's writes (sent while the view went on, see
+    ``KeyValueStore.defer_writes``) before the response leaves: 503 if one failed."""
+    if request.method not in auth.SAFE_METHODS:
+        try:
+            current_app.extensions["settings_store"].settle()
+        except StorageUnavailable as exc:
+            return storage_unavailable(exc)
+    return response
+
+
 def forget_reads(_exc: BaseException | None = None) -> None:
     store = current_app.extensions["settings_store"]
     if isinstance(store, ReadAheadStore):
         store.forget()
+    try:
+        store.settle()  # if settle_writes did not run: the next request owes nothing
+    except StorageUnavailable:
+        LOGGER.warning("a write of a failed request has no answer either", exc_info=True)
 
 
 def check_route():
