@@ -73,8 +73,8 @@ def init_app(app: Flask) -> None:
     app.extensions["settings_api"] = api
     app.before_request(before_api_request)
     app.teardown_request(forget_reads)
-    app.after_request(add_allow_header)
-    app.after_request(settle_writes)
+    app.after_request(settle_writes)  # after_request hooks run last registered first:
+    app.after_request(add_allow_header)  # the write's answer has this much longer to come
 
 
 def before_api_request():
@@ -129,10 +129,11 @@ def forget_reads(_exc: BaseException | None = None) -> None:
     store = current_app.extensions["settings_store"]
     if isinstance(store, ReadAheadStore):
         store.forget()
-    try:
-        store.settle()  # if settle_writes did not run: the next request owes nothing
-    except StorageUnavailable:
-        LOGGER.warning("a write of a failed request has no answer either", exc_info=True)
+    if request.method not in auth.SAFE_METHODS:
+        try:
+            store.settle()  # if settle_writes did not run: the next request owes nothing
+        except StorageUnavailable:
+            LOGGER.warning("a write of a failed request has no answer either", exc_info=True)
 
 
 def check_route():
