@@ -391,82 +391,87 @@ def test_deferred_writes_are_seen_by_every_later_call(store):
     assert store.get("global", "K") == "settled"
 
 
+@pytest.fixture
+def private(private_redis):
+    """``(open, raw)`` on a private Redis: ``open("&timeout=0.2")`` is a store on it (prefix
+    ``p:``), closed afterwards; ``raw`` a redis-py client."""
+    opened = []
+    raw = redis.Redis.from_url(private_redis.url)
+
+    def open_store(options: str = ""):
+        opened.append(store_from_url(f"{private_redis.url}?prefix=p:{options}"))
+        return opened[-1]
+
+    yield open_store, raw
+    for store in opened:
+        store.close()
+    raw.close()
+
+
+def unanswered_writes(raw) -> None:
+    """Hold every write (scripts included) for 0.6 s, longer than a 0.2 s timeout."""
+    raw.client_pause(600, all=False)
+
+
 @pytest.mark.redis
 @pytest.mark.parametrize("cache", ["off", "on"])
-def test_a_deferred_redis_write_that_fails_is_reported_by_settle(private_redis, cache):
-    store = store_from_url(f"{private_redis.url}?prefix=p:&timeout=0.2&cache={cache}")
-    raw = redis.Redis.from_url(private_redis.url)
-    try:
-        store.set("global", "K", "before")
-        store.get("global", "K")  # with the cache on: subscribed, and a copy kept
-        store.get("global", "K")
-        store.defer_writes()
-        raw.client_pause(600, all=False)  # writes wait 0.6 s: the answer does not come in time
-        store.set("global", "K", "unanswered")  # sent; returns without waiting
-        with pytest.raises(StorageUnavailable):
-            store.settle()
-        time.sleep(0.7)
-        store.settle()  # owes nothing more
-        # Not acknowledged, so it may or may not have been applied: nothing claims either.
-        assert store.get("global", "K") in ("before", "unanswered")
-        store.set("global", "K", "after")
-        assert store.get("global", "K") == "after"
-    finally:
-        store.close()
-        raw.close()
-
-
-@pytest.mark.redis
-def test_a_deferred_redis_write_that_fails_fails_the_next_call(private_redis):
-    store = store_from_url(f"{private_redis.url}?prefix=p:&timeout=0.2")
-    raw = redis.Redis.from_url(private_redis.url)
-    try:
-        store.defer_writes()
-        raw.client_pause(600, all=False)
-        store.set("global", "K", "unanswered")
-        with pytest.raises(StorageUnavailable):
-            store.get("global", "K")  # a read may not pass a write it cannot vouch for
+def test_a_deferred_redis_write_that_fails_is_reported_by_settle(private, cache):
+    open_store, raw = private
+    store = open_store(f"&timeout=0.2&cache={cache}")
+    store.set("global", "K", "before")
+    store.get("global", "K")  # with the cache on: subscribed, and a copy kept
+    store.get("global", "K")
+    store.defer_writes()
+    unanswered_writes(raw)
+    store.set("global", "K", "unanswered")  # sent; returns without waiting
+    with pytest.raises(StorageUnavailable):
         store.settle()
-    finally:
-        time.sleep(0.7)
-        store.close()
-        raw.close()
+    time.sleep(0.7)
+    store.settle()  # owes nothing more
+    # Not acknowledged, so it may or may not have been applied: nothing claims either.
+    assert store.get("global", "K") in ("before", "unanswered")
+    store.set("global", "K", "after")
+    assert store.get("global", "K") == "after"
 
 
 @pytest.mark.redis
-def test_redis_writes_go_on_after_the_server_forgets_its_scripts(private_redis):
-    store = store_from_url(f"{private_redis.url}?prefix=p:")
-    raw = redis.Redis.from_url(private_redis.url)
-    try:
-        store.set("global", "K", 1)
-        assert store.compare_and_set("global", "K", 1, 2)
-        raw.script_flush()
-        store.set("global", "K", 3)
-        assert store.compare_and_set("global", "K", 3, 4)
-        assert store.get("global", "K") == 4
-    finally:
-        store.close()
-        raw.close()
+def test_a_deferred_redis_write_that_fails_fails_the_next_call(private):
+    open_store, raw = private
+    store = open_store("&timeout=0.2")
+    store.defer_writes()
+    unanswered_writes(raw)
+    store.set("global", "K", "unanswered")
+    with pytest.raises(StorageUnavailable):
+        store.get("global", "K")  # a read may not pass a write it cannot vouch for
+    store.settle()
 
 
 @pytest.mark.redis
-def test_a_redis_write_that_timed_out_leaves_no_reply_for_the_next(private_redis):
+def test_redis_writes_go_on_after_the_server_forgets_its_scripts(private):
+    open_store, raw = private
+    store = open_store()
+    store.set("global", "K", 1)
+    assert store.compare_and_set("global", "K", 1, 2)
+    raw.script_flush()
+    store.set("global", "K", 3)
+    assert store.compare_and_set("global", "K", 3, 4)
+    assert store.get("global", "K") == 4
+
+
+@pytest.mark.redis
+def test_a_redis_write_that_timed_out_leaves_no_reply_for_the_next(private):
     """The answer to a write that timed out arrives late; it must not be taken as the next
     write's, nor the next read's."""
-    store = store_from_url(f"{private_redis.url}?prefix=p:&timeout=0.2")
-    raw = redis.Redis.from_url(private_redis.url)
-    try:
-        store.set("global", "K", "before")
-        raw.client_pause(600, all=False)  # writes (scripts included) wait 0.6 s
-        with pytest.raises(StorageUnavailable):
-            store.set("global", "K", "timed out")
-        time.sleep(0.7)
-        store.set("global", "L", "after")
-        assert store.get_all("global")["L"] == "after"
-        assert store.get("global", "K") in ("before", "timed out")
-    finally:
-        store.close()
-        raw.close()
+    open_store, raw = private
+    store = open_store("&timeout=0.2")
+    store.set("global", "K", "before")
+    unanswered_writes(raw)
+    with pytest.raises(StorageUnavailable):
+        store.set("global", "K", "timed out")
+    time.sleep(0.7)
+    store.set("global", "L", "after")
+    assert store.get_all("global")["L"] == "after"
+    assert store.get("global", "K") in ("before", "timed out")
 
 
 # --- several processes at once ----------------------------------------------------------------
