@@ -81,15 +81,14 @@ return 0
 
 
 class _ThreadState(threading.local):
-    """What a thread keeps of a store: a connection of its own (see
-    :meth:`RedisStore._send_transaction`) and the answers it is owed (see
-    :meth:`RedisStore.defer_writes`), as ``(read them, namespaces written)``."""
+    """What a thread keeps of a store: whether it defers writes, and the answers it is owed
+    (see :meth:`RedisStore.defer_writes`), as ``(read them, namespaces written)``, in the
+    process that sent them."""
 
     def __init__(self) -> None:
-        self.connection: redis.Connection | None = None
-        self.pid: int | None = None
         self.deferring = False
         self.owed: list[tuple[Callable[[], list[Any]], list[str]]] = []
+        self.pid = os.getpid()
 
 
 def _group_and_rest(namespace: str) -> tuple[str, str]:
@@ -209,7 +208,9 @@ class RedisStore(ReadsThroughGetEach, KeyValueStore):
         if cache and self._channel is None:
             raise ConfigurationError("the cache option needs one Redis server or Sentinel, "
                                      "not a cluster")
-        self._writer = secrets.token_hex(8)  # names this store's own announcements
+        # Names this store's own announcements (with the process id: forked workers of one
+        # preloaded app share the store object, not their copies).
+        self._writer = secrets.token_hex(8)
         self._cache = (
             NamespaceCache(self._subscriber_connection, self._channel, timeout, self._writer)
             if cache
@@ -224,7 +225,6 @@ class RedisStore(ReadsThroughGetEach, KeyValueStore):
         self._client: redis.Redis | redis.RedisCluster | None = None
         self._client_lock = threading.Lock()
         self._held = _ThreadState()
-        self._held_connections: list[redis.Connection] = []
         self._where = self._hide_password(url.partition("?")[0])
 
     @classmethod
@@ -308,25 +308,20 @@ class RedisStore(ReadsThroughGetEach, KeyValueStore):
         return self._client
 
     def _send_transaction(self, *commands: tuple[str, ...]) -> Callable[[], list[Any]]:
-        """Send ``MULTI``, ``commands``, ``EXEC`` at once on a connection this thread keeps for
-        itself (without the pool's checks and the pipeline's bookkeeping around every call, a
-        settings write costs a quarter less CPU); what reads the answer, ``EXEC``'s. Any
-        failure closes that connection, so that a late reply is never read as another's."""
-        held = self._held
-        if held.pid != os.getpid():  # first call in this thread or process
-            held.connection, held.pid = self._redis.connection_pool.make_connection(), os.getpid()
-            held.owed.clear()  # a parent's, if this is a forked child
-            with self._client_lock:
-                self._held_connections.append(held.connection)
-        connection = held.connection
+        """Send ``MULTI``, ``commands``, ``EXEC`` at once on a connection from the pool (which
+        checks it first, as for any call); what reads ``EXEC``'s answer and gives the
+        connection back. Cheaper than redis-py's pipeline, and the answer may be read later
+        (see :meth:`defer_writes`). Any failure closes the connection, so that a late reply is
+        never read as another's."""
+        pool = self._redis.connection_pool
+        connection = pool.get_connection()
         try:
-            connection.connect()  # a no-op once connected; send_command alone would connect
-            # a Sentinel-managed connection to the default address, not the master's
             connection.send_packed_command(
                 connection.pack_commands([("MULTI",), *commands, ("EXEC",)])
             )
         except BaseException:
             connection.disconnect()
+            pool.release(connection)
             raise
 
         def receive() -> list[Any]:
@@ -335,9 +330,15 @@ class RedisStore(ReadsThroughGetEach, KeyValueStore):
             except BaseException:
                 connection.disconnect()
                 raise
-            if replies[-1] is None:
+            finally:
+                pool.release(connection)
+            results = replies[-1]
+            if results is None:
                 raise redis.ResponseError("EXEC was aborted")
-            return replies[-1]
+            for result in results:  # a command refused as it ran (WRONGTYPE, OOM...)
+                if isinstance(result, redis.ResponseError):
+                    raise result
+            return results
 
         return receive
 
@@ -380,6 +381,7 @@ class RedisStore(ReadsThroughGetEach, KeyValueStore):
 
         if deferrable and self._held.deferring:
             self._held.owed.append((finish, announced))
+            self._held.pid = os.getpid()
             return None
         return finish()
 
@@ -430,7 +432,7 @@ class RedisStore(ReadsThroughGetEach, KeyValueStore):
         return send
 
     def _announcement(self, namespace: str) -> str:
-        return f"{self._writer}|{namespace}"
+        return f"{self._writer}.{os.getpid()}|{namespace}"
 
     def _key(self, namespace: str) -> str:
         group, rest = _group_and_rest(namespace)
@@ -572,11 +574,7 @@ class RedisStore(ReadsThroughGetEach, KeyValueStore):
     def close(self) -> None:
         if self._cache is not None:
             self._cache.close()
-        with self._client_lock:
-            held, self._held_connections, self._held = self._held_connections, [], _ThreadState()
-        for connection in held:
-            if connection.pid == os.getpid():
-                connection.disconnect()
+        self._held = _ThreadState()
         client, self._client = self._client, None
         if client is None:
             return

@@ -47,8 +47,8 @@ class NamespaceCache:
         timeout: float,
         writer: str,
     ) -> None:
-        """``writer`` names this process's own announcements, which it skips: its copies
-        already follow its own writes (:meth:`wrote`)."""
+        """``writer``, with ``.`` and the process id, names this process's own announcements,
+        which it skips: its copies already follow its own writes (:meth:`wrote`)."""
         self._writer = writer
         # Bumped by every message taken and every write this process makes: copies are kept
         # or updated only if nothing happened between a read (or write) and its result.
@@ -126,7 +126,7 @@ class NamespaceCache:
                 return False  # copies made before this subscription may have missed messages
             for message in self._subscription.messages():
                 self._apply(message)
-            if time.monotonic() - self._heard > HEARTBEAT:
+            if self._subscription.backlog or time.monotonic() - self._heard > HEARTBEAT:
                 self._confirm()
             return True
         except (redis.RedisError, OSError, hiredis.ProtocolError):
@@ -152,7 +152,7 @@ class NamespaceCache:
             kind = str(message[0]).lower()
             if kind == "message":
                 writer, _, namespace = str(message[2]).partition("|")
-                if writer != self._writer:
+                if writer != f"{self._writer}.{self._pid}":
                     self._copies.drop([namespace])
             return kind == "pong"
         return str(message).lower() == "pong"
@@ -173,6 +173,7 @@ class _Subscription:
     def __init__(self, connection: redis.Connection, channel: str, timeout: float) -> None:
         self._connection = connection
         self._timeout = timeout
+        self.backlog = False
         self._reader = hiredis.Reader(encoding="utf-8", errors="replace")
         connection.connect()  # redis-py's handshake: TLS, credentials, database
         try:
@@ -193,13 +194,16 @@ class _Subscription:
 
     def messages(self, deadline: float | None = None) -> list[Any]:
         """What has arrived, without blocking; with a ``deadline`` (monotonic), if nothing
-        has, what arrives until then (possibly nothing)."""
+        has, what arrives until then (possibly nothing). Sets :attr:`backlog` when this took
+        a buffer's worth or more: Redis may hold more for us that the socket could not take,
+        which only a ping (answered after them) can tell."""
+        self.backlog = False
         found = self._parsed()
         if not found:
-            self._receive()
+            self.backlog = self._receive() >= self.BUFFER
             found = self._parsed()
         if not found and deadline is not None and self._readable(deadline - time.monotonic()):
-            self._receive()
+            self.backlog = self._receive() >= self.BUFFER
             found = self._parsed()
         return found
 
@@ -214,17 +218,20 @@ class _Subscription:
         self._socket.sendall(b"".join(chunks))
         self._socket.settimeout(0)
 
-    def _receive(self) -> None:
+    def _receive(self) -> int:
+        """Take what the socket holds; how many bytes."""
+        received = 0
         while True:
             try:
                 data = self._socket.recv(self.BUFFER)
             except (BlockingIOError, ssl.SSLWantReadError):
-                return
+                return received
             if not data:
                 raise redis.ConnectionError("Redis closed the invalidation channel")
             self._reader.feed(data)
+            received += len(data)
             if self._short_read_drains and len(data) < self.BUFFER:
-                return
+                return received
 
     def _readable(self, seconds: float) -> bool:
         if isinstance(self._socket, ssl.SSLSocket) and self._socket.pending():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import multiprocessing
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -472,6 +473,37 @@ def test_a_redis_write_that_timed_out_leaves_no_reply_for_the_next(private):
     store.set("global", "L", "after")
     assert store.get_all("global")["L"] == "after"
     assert store.get("global", "K") in ("before", "timed out")
+
+
+@pytest.mark.redis
+def test_a_redis_write_refused_as_it_runs_fails(private):
+    open_store, raw = private
+    store = open_store()
+    raw.set("p:{global}", "not a hash")
+    with pytest.raises(StorageUnavailable, match="WRONGTYPE"):
+        store.set("global", "K", "v")
+
+
+@pytest.mark.redis
+def test_redis_writes_go_on_after_the_server_dropped_the_connections(private):
+    open_store, raw = private
+    store = open_store()
+    store.set("global", "K", 1)
+    raw.client_kill_filter(_type="normal", skipme=True)  # as after an idle timeout
+    store.set("global", "K", 2)
+    assert store.get("global", "K") == 2
+
+
+@pytest.mark.redis
+def test_redis_writes_from_many_threads_reuse_connections(private):
+    open_store, raw = private
+    store = open_store("&max_connections=4")
+    for n in range(40):  # one short-lived thread per write, as a threaded server makes
+        worker = threading.Thread(target=store.set, args=("global", f"K{n}", n))
+        worker.start()
+        worker.join()
+    assert len(store.get_all("global")) == 40
+    assert len(raw.client_list()) <= 5  # ours (at most 4) and raw
 
 
 # --- several processes at once ----------------------------------------------------------------

@@ -113,3 +113,49 @@ def test_no_copy_is_read_once_redis_is_gone(private_redis):
     finally:
         with contextlib.suppress(StorageUnavailable):
             store.close()
+
+
+def test_an_announcement_behind_a_burst_of_others_is_not_missed(stores):
+    """More announcements than a socket buffer holds arrive while a worker is idle; the one
+    for the last write may still sit in Redis's output buffer when the worker next reads."""
+    reader, _, writer, _, _ = stores
+    writer.set("global", "K", "old")
+    warm(reader)
+    reader.get("global", "K")
+    for batch in range(8):  # 8,000 announcements of about 250 bytes each
+        writer.set_many({f"burst/{batch}-{n:04d}-{'x' * 200}": {"K": n} for n in range(1000)})
+    writer.set("global", "K", "new")
+    time.sleep(0.05)
+    assert reader.get("global", "K") == "new"  # the keys go with the test's prefix
+
+
+def test_processes_forked_from_one_store_announce_to_each_other(redis_url):
+    """gunicorn --preload: the workers share the store object made before the fork."""
+    import multiprocessing
+
+    store = store_from_url(f"{redis_url}&cache=on")
+    store.set("global", "K", 0)
+    context = multiprocessing.get_context("fork")
+    copied, written, answer = context.Event(), context.Event(), context.Queue()
+
+    def keeps_a_copy():
+        warm(store)
+        store.get("global", "K")
+        copied.set()
+        written.wait(10)
+        time.sleep(0.01)
+        answer.put(store.get("global", "K"))
+
+    def writes():
+        store.set("global", "K", 99)
+
+    reader = context.Process(target=keeps_a_copy)
+    reader.start()
+    copied.wait(10)
+    writer = context.Process(target=writes)
+    writer.start()
+    writer.join(10)
+    written.set()
+    assert answer.get(timeout=10) == 99
+    reader.join(10)
+    store.close()
