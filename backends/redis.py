@@ -81,13 +81,12 @@ return 0
 
 
 class _ThreadState(threading.local):
-    """What a thread keeps of a store: whether it defers writes, and the answers it is owed
-    (see :meth:`RedisStore.defer_writes`), as ``(read them, namespaces written)``, in the
-    process that sent them."""
+    """What a thread keeps of a store: whether it defers writes, and what reads the answers it
+    is owed (see :meth:`RedisStore.defer_writes`) in the process that sent them."""
 
     def __init__(self) -> None:
         self.deferring = False
-        self.owed: list[tuple[Callable[[], list[Any]], list[str]]] = []
+        self.owed: list[Callable[[], list[Any]]] = []
         self.pid = os.getpid()
 
 
@@ -380,7 +379,7 @@ class RedisStore(ReadsThroughGetEach, KeyValueStore):
             return results
 
         if deferrable and self._held.deferring:
-            self._held.owed.append((finish, announced))
+            self._held.owed.append(finish)
             self._held.pid = os.getpid()
             return None
         return finish()
@@ -400,19 +399,12 @@ class RedisStore(ReadsThroughGetEach, KeyValueStore):
             pass  # which reads them
 
     def _read_owed(self) -> None:
+        """Read the answers owed (at most one: every call reads them before it sends)."""
         owed = self._held.owed
         if owed and self._held.pid != os.getpid():  # a forked child owes nothing
             owed.clear()
         while owed:
-            finish, _ = owed.pop(0)
-            try:
-                finish()
-            except BaseException:
-                for _, later in owed:  # their answers went with the connection: unknown
-                    if self._cache is not None:
-                        self._cache.drop(later)
-                owed.clear()
-                raise
+            owed.pop(0)()
 
     def _transaction(
         self, announced: list[str], commands: Callable[[Any], Any]
