@@ -360,20 +360,19 @@ class RedisStore(ReadsThroughGetEach, KeyValueStore):
         (see :mod:`backends.rediscache`). A ``deferrable`` write made while this thread defers
         writes (:meth:`defer_writes`) returns ``None`` at once; its results are read later."""
         seen = self._cache.seen() if self._cache is not None else 0
-        try:
-            receive = send()
-        except BaseException:
-            if self._cache is not None:
-                self._cache.drop(announced)
-            raise
 
-        def finish() -> list[Any]:
+        def forgetting_on_failure(step: Callable[[], Any]) -> Any:
             try:
-                results = receive()
-            except BaseException:
+                return step()
+            except BaseException:  # the write's outcome is unknown: copies may be stale
                 if self._cache is not None:
                     self._cache.drop(announced)
                 raise
+
+        receive = forgetting_on_failure(send)
+
+        def finish() -> list[Any]:
+            results = forgetting_on_failure(receive)
             if self._cache is not None:
                 self._cache.wrote(seen, announced, changes(results))
             return results
