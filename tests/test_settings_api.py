@@ -534,6 +534,32 @@ def test_search_regex_falsy_is_literal(client, user_h):
     assert_body(resp, 200, [])
 
 
+@pytest.mark.parametrize(
+    "pattern, reason",
+    [
+        ("PART_(", "missing )"),
+        ("(PART)\\1", "invalid escape sequence"),  # backreferences: not linear-time
+        ("(?<=PART)_", "invalid perl operator"),  # look-behind: likewise
+        ("P" * 257, "longer than 256 characters"),
+    ],
+)
+def test_search_regex_refused_is_400_naming_search(client, user_h, pattern, reason):
+    resp = client.get(G, query_string={"search": pattern, "search_regex": "1"}, headers=user_h)
+    assert resp.status_code == 400
+    [message] = resp.get_json()["search"]
+    assert message.startswith("Invalid regular expression: ") and reason in message
+
+
+def test_search_regex_catastrophic_for_backtracking_is_answered(client, user_h):
+    # (\w+)+! backtracks exponentially on a long key in Python's re; RE2 answers in linear time
+    resp = client.get(G, query_string={"search": r"(\w+)+!", "search_regex": "1"}, headers=user_h)
+    assert_body(resp, 200, [])
+    resp = client.get(G, query_string={"search": r"^(\w+)+_CUSTOM$", "search_regex": "1"},
+                      headers=user_h)
+    expected = sorted(k for k in GLOBAL_DEFS if k.endswith("_DAYS"))
+    assert sorted(keys_of(resp)) == expected and len(expected) > 1
+
+
 def test_search_whole_without_regex_matches_nothing(client, user_h):
     resp = client.get(G, query_string={"search": "PART", "search_whole": "1"}, headers=user_h)
     assert_body(resp, 200, [])
