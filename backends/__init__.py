@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from typing import Any
 from urllib.parse import urlsplit
 
 from .base import (
@@ -31,8 +32,13 @@ ACCEPTED_FORMS = (
 )
 
 
-def store_from_url(url: str) -> KeyValueStore:
+def store_from_url(url: str, **options: Any) -> KeyValueStore:
     """Build the store a URL names, without connecting to it.
+
+    ``options`` go to the backend's :meth:`~KeyValueStore.from_url` (as limits'
+    ``storage_from_string`` passes them to the storage class): ``timeout``, seconds a
+    connection or a reply may take, where the store has a network between it and us. The app
+    passes its configuration here; no backend reads the environment.
 
     Raises :class:`ConfigurationError` naming the accepted forms for an unknown scheme or a
     malformed URL.
@@ -49,7 +55,7 @@ def store_from_url(url: str) -> KeyValueStore:
         )
     module_name, class_name = _BACKENDS[scheme]
     store_class = getattr(importlib.import_module(module_name), class_name)
-    return store_class.from_url(url)
+    return store_class.from_url(url, **options)
 
 
 __all__ = [

@@ -73,8 +73,11 @@ class KeyValueStore(ABC):
 
     @classmethod
     @abstractmethod
-    def from_url(cls, url: str) -> KeyValueStore:
+    def from_url(cls, url: str, *, timeout: float | str | None = None) -> KeyValueStore:
         """Build a store from its URL; raise :class:`ConfigurationError` for a malformed one.
+
+        ``timeout``: seconds a connection or a reply may take (an option the URL may override);
+        ``None`` for the backend's default. Stores without a network to wait for ignore it.
 
         Must not connect: the first request does, so that nothing touches a store at import
         or configuration time.

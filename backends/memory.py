@@ -23,7 +23,7 @@ class MemoryStore(KeyValueStore):
         self._lock = threading.RLock()
 
     @classmethod
-    def from_url(cls, url: str) -> MemoryStore:
+    def from_url(cls, url: str, *, timeout: float | str | None = None) -> MemoryStore:
         if url.rstrip("/") != "memory:":
             raise ConfigurationError(f"memory:// takes no host, path or options, got {url!r}")
         return cls()

@@ -42,10 +42,10 @@ class ReadAheadStore(KeyValueStore):
         )
 
     @classmethod
-    def from_url(cls, url: str) -> ReadAheadStore:
+    def from_url(cls, url: str, *, timeout: float | str | None = None) -> ReadAheadStore:
         from . import store_from_url
 
-        return cls(store_from_url(url))
+        return cls(store_from_url(url, timeout=timeout))
 
     def __repr__(self) -> str:
         return f"ReadAheadStore({self.store!r})"

@@ -16,7 +16,8 @@ Promises, on top of :mod:`backends.base`:
 
 URL: ``redis://[[user]:password@]host[:port][/db]``, ``rediss://`` (TLS) or
 ``unix:///path/to/redis.sock[?db=N]``, plus our own query options ``prefix`` (default
-``settings:``) and ``timeout`` (seconds; default ``SETTINGS_STORAGE_TIMEOUT``, else 2.0). Other
+``settings:``) and ``timeout`` (seconds; default the ``timeout`` passed to
+:meth:`RedisStore.from_url`, else 2.0). Other
 query options go to redis-py unchanged.
 
 Beyond one server, with the same options (and no others):
@@ -60,7 +61,6 @@ from .rediscache import DELETED, NamespaceCache
 
 DEFAULT_PREFIX = "settings:"
 DEFAULT_TIMEOUT = 2.0
-TIMEOUT_VARIABLE = "SETTINGS_STORAGE_TIMEOUT"
 ACCEPTED_FORMS = (
     "redis://[[user]:password@]host[:port][/db], rediss://..., unix:///path/to/redis.sock, "
     "redis+sentinel://host:port[,host:port]/service[/db], redis+cluster://host:port[,host:port] "
@@ -227,7 +227,9 @@ class RedisStore(ReadsThroughGetEach, KeyValueStore):
         self._where = self._hide_password(url.partition("?")[0])
 
     @classmethod
-    def from_url(cls, url: str) -> RedisStore:
+    def from_url(cls, url: str, *, timeout: float | str | None = None) -> RedisStore:
+        """``timeout``: seconds for connecting and for each reply, unless the URL's ``?timeout=``
+        says otherwise (default 2.0)."""
         parts = urlsplit(url)
         if parts.scheme.lower() not in cls.schemes:
             raise ConfigurationError(f"not a Redis URL: {parts.scheme}://...; use {ACCEPTED_FORMS}")
@@ -249,15 +251,15 @@ class RedisStore(ReadsThroughGetEach, KeyValueStore):
                 f"{', '.join(sorted({name for name, _ in theirs}))}; use {ACCEPTED_FORMS}"
             )
         prefix = ours.get("prefix", DEFAULT_PREFIX)
-        timeout_text = ours.get("timeout") or os.environ.get(TIMEOUT_VARIABLE) or DEFAULT_TIMEOUT
+        timeout_text = ours.get("timeout") or timeout or DEFAULT_TIMEOUT
         try:
-            timeout = float(timeout_text)
+            seconds = float(timeout_text)
         except ValueError:
-            timeout = math.nan
-        if not 0 < timeout < math.inf:
+            seconds = math.nan
+        if not 0 < seconds < math.inf:
             raise ConfigurationError(
                 f"the Redis timeout must be a positive number of seconds, got {timeout_text!r} "
-                f"(URL option ?timeout= or {TIMEOUT_VARIABLE}); use {ACCEPTED_FORMS}"
+                f"(URL option ?timeout= or the storage timeout); use {ACCEPTED_FORMS}"
             )
         cache = ours.get("cache", "off").lower()
         if cache not in ("on", "off"):
@@ -266,7 +268,7 @@ class RedisStore(ReadsThroughGetEach, KeyValueStore):
             # not urlunsplit, which writes unix:///path as unix:/path
             url.partition("?")[0] + (f"?{urlencode(theirs)}" if theirs else ""),
             prefix=prefix,
-            timeout=timeout,
+            timeout=seconds,
             cache=cache == "on",
         )
 

@@ -11,7 +11,9 @@ within those microseconds can still see the old value.
 
 A copy is only trusted while the subscription is: when the connection breaks or was made anew
 (messages may have been missed) every copy is dropped and reads go to Redis until the
-subscription is back; after :data:`HEARTBEAT` seconds without a message the next read first
+subscription is back (a subscription that cannot be made is tried again after a back-off,
+:data:`RETRY_FIRST` seconds doubling up to :data:`RETRY_MAX`, and logged once until it works);
+after :data:`HEARTBEAT` seconds without a message the next read first
 pings the channel and waits for the answer. A silent network failure can therefore leave a
 process reading copies for up to :data:`HEARTBEAT` seconds; that bound is the price of
 answering reads from memory, and why the cache is off unless asked for.
@@ -19,6 +21,7 @@ answering reads from memory, and why the cache is off unless asked for.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import select
@@ -34,6 +37,9 @@ import redis
 from .copies import Copies, Fetch
 
 HEARTBEAT = 1.0  # seconds of silence after which the subscriber pings
+RETRY_FIRST = 0.1  # seconds before a failed subscription is tried again, doubled each time
+RETRY_MAX = 5.0
+LOGGER = logging.getLogger("backends.rediscache")
 DELETED = object()  # in a write's changes: the key was removed
 
 
@@ -60,6 +66,8 @@ class NamespaceCache:
         self._subscription: _Subscription | None = None
         self._pid: int | None = None
         self._heard = 0.0  # monotonic time of the last message or pong
+        self._failures = 0  # subscription failures in a row
+        self._retry_at = 0.0  # monotonic time before which no new subscription is tried
         self._lock = threading.Lock()
 
     def read(self, requests: dict[str, list[str] | None], fetch: Fetch) -> dict[str, dict[str, Any]]:
@@ -115,11 +123,16 @@ class NamespaceCache:
         if self._pid != os.getpid():  # new process (fork): nothing inherited is trusted
             self._subscription, self._pid = None, os.getpid()
             self._copies.clear()
+        if self._subscription is None and time.monotonic() < self._retry_at:
+            return False  # backing off: reads go to Redis meanwhile
         try:
             if self._subscription is None:
                 self._subscription = _Subscription(
                     self._make_connection(), self.channel, self._timeout
                 )
+                if self._failures:
+                    LOGGER.warning("invalidation channel %s subscribed again", self.channel)
+                    self._failures = 0
                 self._copies.clear()
                 self._generation += 1
                 self._heard = time.monotonic()
@@ -129,9 +142,21 @@ class NamespaceCache:
             if self._subscription.backlog or time.monotonic() - self._heard > HEARTBEAT:
                 self._confirm()
             return True
-        except (redis.RedisError, OSError, hiredis.ProtocolError):
+        except (redis.RedisError, OSError, hiredis.ProtocolError) as exc:
             self._disconnect()
+            self._failed(exc)
             return False
+
+    def _failed(self, exc: BaseException) -> None:
+        """Back off before the next subscription; log the first failure of a series only."""
+        if not self._failures:
+            LOGGER.warning(
+                "invalidation channel %s failed (%s: %s); reading from Redis, retrying with "
+                "back-off", self.channel, type(exc).__name__, exc,
+            )
+        self._failures += 1
+        delay = min(RETRY_MAX, RETRY_FIRST * 2 ** (self._failures - 1))
+        self._retry_at = time.monotonic() + delay
 
     def _confirm(self) -> None:
         """After a silence: a ping, and every message up to its answer, within the timeout."""

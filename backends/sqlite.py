@@ -88,7 +88,7 @@ class SQLiteStore(ReadsThroughGetEach, KeyValueStore):
         self._version_pid: int | None = None
 
     @classmethod
-    def from_url(cls, url: str) -> SQLiteStore:
+    def from_url(cls, url: str, *, timeout: float | str | None = None) -> SQLiteStore:
         parts = urlsplit(url)
         if parts.scheme.lower() != "sqlite" or not url.lower().startswith("sqlite://"):
             raise ConfigurationError(f"not an SQLite URL: {url!r}; use {ACCEPTED_FORMS}")

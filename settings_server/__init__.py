@@ -31,7 +31,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config.update(config or {})
     app.json.sort_keys = False  # keep field order for anything rendered through Flask
 
-    store = ReadAheadStore(store_from_url(app.config["SETTINGS_BACKEND"]))
+    store = ReadAheadStore(
+        store_from_url(app.config["SETTINGS_BACKEND"], timeout=app.config["SETTINGS_STORAGE_TIMEOUT"])
+    )
     registry = load_registry(app.config.get("SETTINGS_REGISTRY_FILE"))
     app.extensions["settings_store"] = store
     app.extensions["settings_registry"] = registry

@@ -22,8 +22,9 @@ import getpass
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date
+from typing import Any
 
 from backends import StorageError, store_from_url
 
@@ -47,7 +48,7 @@ def _with_accounts(command: Callable[[argparse.Namespace, Authenticator], None])
     @functools.wraps(command)
     def handler(args: argparse.Namespace) -> None:
         config = from_environment()
-        store = store_from_url(config["SETTINGS_BACKEND"])
+        store = _configured_store(config)
         try:
             auth = Authenticator(store, config)
             admin = auth.bootstrap_admin()
@@ -297,8 +298,12 @@ def _registry():
         raise CommandError(str(exc)) from exc
 
 
-def _configured_store():
-    return store_from_url(from_environment()["SETTINGS_BACKEND"])
+def _configured_store(config: Mapping[str, Any] | None = None, url: str | None = None):
+    """The store of ``url`` (default ``SETTINGS_BACKEND``) with the configured timeout."""
+    config = from_environment() if config is None else config
+    return store_from_url(
+        url or config["SETTINGS_BACKEND"], timeout=config["SETTINGS_STORAGE_TIMEOUT"]
+    )
 
 
 @_reports_backup_errors
@@ -342,7 +347,7 @@ def _import(args: argparse.Namespace) -> None:
     except ValueError as exc:
         raise CommandError(f"{args.file} is not JSON: {exc}") from exc
     config = from_environment()
-    store = store_from_url(config["SETTINGS_BACKEND"])
+    store = _configured_store(config)
     try:
         plan = plan_import(
             store, _registry(), document,
@@ -368,7 +373,7 @@ def _import(args: argparse.Namespace) -> None:
 def _migrate(args: argparse.Namespace) -> None:
     from .backup import migrate
 
-    source, target = store_from_url(args.source), store_from_url(args.target)
+    source, target = _configured_store(url=args.source), _configured_store(url=args.target)
     try:
         report = migrate(source, target, force=args.force, quiet=args.quiet)
     finally:

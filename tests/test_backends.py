@@ -338,12 +338,24 @@ def test_redis_unreachable_fails_fast_without_the_password(url):
     store.close()
 
 
-def test_redis_timeout_defaults_to_the_environment(monkeypatch):
-    monkeypatch.setenv("SETTINGS_STORAGE_TIMEOUT", "0.75")
-    assert store_from_url("redis://localhost/0").timeout == 0.75
-    assert store_from_url("redis://localhost/0?timeout=3").timeout == 3.0
-    monkeypatch.delenv("SETTINGS_STORAGE_TIMEOUT")
+def test_redis_timeout_is_an_option_the_url_may_override(monkeypatch):
+    monkeypatch.setenv("SETTINGS_STORAGE_TIMEOUT", "0.75")  # read by the app, not the backend
     assert store_from_url("redis://localhost/0").timeout == 2.0
+    assert store_from_url("redis://localhost/0", timeout="0.75").timeout == 0.75
+    assert store_from_url("redis://localhost/0?timeout=3", timeout=0.75).timeout == 3.0
+    with pytest.raises(ConfigurationError, match="positive number of seconds"):
+        store_from_url("redis://localhost/0", timeout="soon")
+
+
+def test_the_app_passes_its_storage_timeout_to_the_store(monkeypatch):
+    from settings_server import create_app
+
+    monkeypatch.setenv("SETTINGS_STORAGE_TIMEOUT", "0.75")
+    app = create_app({"SETTINGS_BACKEND": "redis://localhost/0", "SETTINGS_STORAGE_TIMEOUT": "7"})
+    assert app.extensions["settings_store"].store.timeout == 7.0
+    assert create_app({"SETTINGS_BACKEND": "redis://localhost/0"}).extensions[
+        "settings_store"
+    ].store.timeout == 0.75
 
 
 @pytest.mark.redis

@@ -159,3 +159,34 @@ def test_processes_forked_from_one_store_announce_to_each_other(redis_url):
     assert answer.get(timeout=10) == 99
     reader.join(10)
     store.close()
+
+
+def test_a_failing_subscription_is_logged_once_and_retried_with_back_off(monkeypatch, caplog):
+    """Reads meanwhile go to Redis (nothing is cached), without paying for a new subscription
+    attempt each time."""
+    from backends import rediscache
+
+    attempts = []
+
+    def refuse():
+        attempts.append(time.monotonic())
+        raise redis.ConnectionError("refused")
+
+    cache = rediscache.NamespaceCache(refuse, "p:invalidations", 0.5, "writer")
+    fetched = []
+
+    def fetch(requests):
+        fetched.append(requests)
+        return {namespace: {} for namespace in requests}
+
+    monkeypatch.setattr(rediscache, "RETRY_FIRST", 0.05)
+    with caplog.at_level("WARNING", logger="backends.rediscache"):
+        for _ in range(20):
+            assert cache.read({"global": None}, fetch) == {"global": {}}
+        time.sleep(0.06)
+        cache.read({"global": None}, fetch)
+        time.sleep(0.03)
+        cache.read({"global": None}, fetch)  # inside the doubled back-off: not tried
+    assert len(fetched) == 22
+    assert len(attempts) == 2
+    assert len([r for r in caplog.records if "failed" in r.getMessage()]) == 1
