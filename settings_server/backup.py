@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from marshmallow import ValidationError
+
 from backends import COUNTERS, KeyValueStore
 
 from .auth import SECRET_ENTRY, SECRET_NAMESPACE
@@ -37,7 +39,6 @@ from .registry import SettingsRegistry
 from .service import GLOBAL, NOTIFICATION, USER, Kind, SettingsService
 from .tokens import TOKEN_ID_COUNTER, TOKENS, user_index
 from .users import USER_ID_COUNTER, USERNAME_RULE, USERNAMES, USERS
-from .validators import ValidationFailed
 
 FORMAT = "settings-server-export"
 VERSION = 1
@@ -374,8 +375,8 @@ class _SettingsChecker:
                 continue
             try:
                 text = self.service.validate(kind, key, value, pending)
-            except ValidationFailed as exc:
-                messages = "; ".join(m for ms in exc.body.values() for m in ms)
+            except ValidationError as exc:
+                messages = "; ".join(m for ms in exc.messages.values() for m in ms)
                 self.problems.append(f"{where}.{key}: {value!r}: {messages}")
                 continue
             if stored.get(key) != text:

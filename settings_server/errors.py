@@ -7,6 +7,7 @@ import logging
 from typing import Any, NoReturn
 
 from flask import Flask, Response, request
+from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException
 
 from backends import StorageUnavailable
@@ -92,6 +93,12 @@ def storage_unavailable(exc: StorageUnavailable) -> Response:
     return response
 
 
+def invalid_input(exc: ValidationError) -> Response:
+    """400 for every marshmallow or webargs validation error: the schemas shape ``messages``
+    as DRF's body (``{"value": [...]}``, ``{"non_field_errors": [...]}``, ``{"search": [...]}``)."""
+    return json_response(exc.messages, 400)
+
+
 def _handle_unexpected(exc: Exception) -> Response:
     if isinstance(exc, HTTPException):
         return _handle_http_exception(exc)
@@ -102,5 +109,6 @@ def _handle_unexpected(exc: Exception) -> Response:
 def init_app(app: Flask) -> None:
     app.register_error_handler(HTTPException, _handle_http_exception)
     app.register_error_handler(StorageUnavailable, storage_unavailable)
+    app.register_error_handler(ValidationError, invalid_input)
     if not app.testing:
         app.register_error_handler(Exception, _handle_unexpected)

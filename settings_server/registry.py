@@ -15,7 +15,11 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from marshmallow import ValidationError
+from marshmallow.fields import Field
+
 from . import validators
+from .fields import load_value, value_field
 
 BUILTIN_REGISTRY = Path(__file__).with_name("registry.json")
 
@@ -69,6 +73,12 @@ class SettingDefinition:
     @cached_property
     def wire_default(self) -> str:
         return to_wire(self.default)
+
+    @cached_property
+    def value_field(self) -> Field:
+        """The marshmallow field a write of this setting is loaded with (see
+        :mod:`settings_server.fields`), built when the registry is loaded."""
+        return value_field(self)
 
     @property
     def related_keys(self) -> tuple[str, ...]:
@@ -241,19 +251,14 @@ def _definition(
 
 def _check_default(definition: SettingDefinition, registry: SettingsRegistry, problem) -> None:
     """The default must pass the definition's own type, bounds and choices."""
-    from .validation import ValidationFailed, normalise
-
     if definition.type == "bool" and not isinstance(definition.default, bool):
         raise problem(f"default {definition.default!r} is not a boolean")
     if definition.type == "int" and (
         isinstance(definition.default, bool) or not isinstance(definition.default, int)
     ):
         raise problem(f"default {definition.default!r} is not an integer")
-    if definition.choices_from == "currencies":
-        allowed = list(registry.currencies)
-    else:
-        allowed = [c.value for c in definition.choices]
+    context = validators.Context(currencies=registry.currencies, choices=list(registry.currencies))
     try:
-        normalise(definition, definition.wire_default, allowed, validators.Context(currencies=registry.currencies))
-    except ValidationFailed as exc:
-        raise problem(f"default {definition.default!r} is invalid: {exc.body}") from exc
+        load_value(definition.value_field, definition.wire_default, context)
+    except ValidationError as exc:
+        raise problem(f"default {definition.default!r} is invalid: {exc.messages}") from exc

@@ -14,15 +14,17 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from marshmallow import fields as ma_fields
+
 from backends import KeyValueStore
 
+from .fields import WireValue, load_value
 from .registry import SettingDefinition, SettingsRegistry
 from .rendering import Row, RowTemplate, compact, encode_string, slot
-from .validation import normalise, sanitise
 from .validators import Context
 
 PK_STRIDE = 10_000  # room for this many keys per kind; ordinals beyond it are refused
@@ -49,6 +51,86 @@ GLOBAL = Kind("global", "inventree", per_user=False)
 USER = Kind("user", "user", per_user=True)
 NOTIFICATION = Kind("notification", "notification", per_user=True)
 KINDS = {kind.name: kind for kind in (GLOBAL, USER, NOTIFICATION)}
+
+ALL_KINDS = frozenset(KINDS)
+
+
+@dataclass(frozen=True)
+class RowField:
+    """One field of a served setting: which kinds' rows have it, what it holds, how the
+    OpenAPI document describes it. :data:`ROW_FIELDS` is the one list of them, in wire
+    order; the pre-rendered rows (:meth:`SettingsService._fields`) and the OpenAPI schemas
+    (``api/schemas.py``) are both made from it."""
+
+    name: str
+    #: ``(kind, definition, key, static choices)`` -> the field's JSON, or a rendering slot
+    content: Callable[[Kind, SettingDefinition, str, list[dict[str, str]]], Any]
+    #: a new marshmallow field describing it (each schema gets its own instance)
+    schema_field: Callable[[], ma_fields.Field]
+    kinds: frozenset[str] = ALL_KINDS
+
+
+def _read_only(field_class: type[ma_fields.Field], **options: Any) -> Callable[[], ma_fields.Field]:
+    return lambda: field_class(dump_only=True, **options)
+
+
+ROW_FIELDS: tuple[RowField, ...] = (
+    RowField("pk", lambda kind, d, key, static: slot("pk"), _read_only(ma_fields.Integer)),
+    RowField("key", lambda kind, d, key, static: key, _read_only(ma_fields.String)),
+    RowField(
+        "value",
+        lambda kind, d, key, static: "***" if d.protected else slot("value"),
+        lambda: WireValue(
+            allow_none=True,
+            required=True,
+            error_messages={"required": "This field is required."},
+            metadata={"description": "Always a string"},
+        ),
+    ),
+    RowField("name", lambda kind, d, key, static: d.name, _read_only(ma_fields.String)),
+    RowField(
+        "description", lambda kind, d, key, static: d.description, _read_only(ma_fields.String)
+    ),
+    RowField(
+        "user", lambda kind, d, key, static: slot("user"), _read_only(ma_fields.Integer),
+        kinds=frozenset({"user"}),
+    ),
+    RowField(
+        "type",
+        lambda kind, d, key, static: d.wire_type,
+        _read_only(ma_fields.String, metadata={"enum": ["boolean", "integer", "string"]}),
+    ),
+    RowField(
+        "units", lambda kind, d, key, static: d.units, _read_only(ma_fields.String),
+        kinds=frozenset({"global", "user"}),
+    ),
+    RowField(
+        "choices",
+        lambda kind, d, key, static: slot("choices") if d.choices_from else static,
+        _read_only(ma_fields.List, cls_or_instance=ma_fields.Dict()),
+    ),
+    RowField(
+        "model_name", lambda kind, d, key, static: None,
+        _read_only(ma_fields.String, allow_none=True),
+    ),
+    RowField(
+        "model_filters", lambda kind, d, key, static: d.model_filters,
+        _read_only(ma_fields.Dict, allow_none=True), kinds=frozenset({"notification"}),
+    ),
+    RowField(
+        "api_url", lambda kind, d, key, static: None,
+        _read_only(ma_fields.String, allow_none=True),
+    ),
+    RowField("typ", lambda kind, d, key, static: kind.typ, _read_only(ma_fields.String)),
+    RowField(
+        "required", lambda kind, d, key, static: d.required, _read_only(ma_fields.Boolean),
+        kinds=frozenset({"notification"}),
+    ),
+    RowField(
+        "method", lambda kind, d, key, static: d.method, _read_only(ma_fields.String),
+        kinds=frozenset({"notification"}),
+    ),
+)
 
 _ORPHAN = SettingDefinition(key="")  # stored key no longer in the registry: empty definition
 
@@ -150,7 +232,8 @@ class SettingsService:
     ) -> Row:
         """Validate and store ``value`` (SPEC §5.3); ``MISSING`` re-saves the current value.
 
-        Raises :class:`SettingNotFound` or :class:`~settings_server.validators.ValidationFailed`.
+        Raises :class:`SettingNotFound` or :class:`marshmallow.ValidationError` (whose
+        ``messages`` are the 400 body).
         """
         definition = self._definition(kind, key)
         ordinal = self._ordinals_for(kind)[definition.key]
@@ -171,7 +254,8 @@ class SettingsService:
         """The string :meth:`update` would store for ``value``, given the namespace's other
         stored values (``stored``, for choices and cross-setting checks); writes nothing.
 
-        Raises :class:`SettingNotFound` or :class:`~settings_server.validators.ValidationFailed`.
+        Raises :class:`SettingNotFound` or :class:`marshmallow.ValidationError` (whose
+        ``messages`` are the 400 body).
         """
         definition = self._definition(kind, key)
         context = Context(
@@ -180,9 +264,11 @@ class SettingsService:
                 for k in definition.related_keys
             },
             currencies=self.registry.currencies,
+            choices=[c["value"] for c in self._choices(kind, definition, stored, user_id)]
+            if definition.choices_from
+            else (),
         )
-        choices = [c["value"] for c in self._choices(kind, definition, stored, user_id)]
-        return normalise(definition, sanitise(value), choices, context)
+        return load_value(definition.value_field, value, context)
 
     # -- internals -------------------------------------------------------------------------
 
@@ -240,31 +326,14 @@ class SettingsService:
         return Row(pk, key, definition.name, template.render(slots))
 
     def _fields(self, kind: Kind, definition: SettingDefinition, key: str) -> dict[str, Any]:
-        """A served setting's fields in wire order (SPEC §2.1), slots where they vary."""
-        fields: dict[str, Any] = {
-            "pk": slot("pk"),
-            "key": key,
-            "value": "***" if definition.protected else slot("value"),
-            "name": definition.name,
-            "description": definition.description,
+        """A served setting's fields in wire order (:data:`ROW_FIELDS`), slots where they
+        vary."""
+        static = self._static_choices.get(key, [])
+        return {
+            field.name: field.content(kind, definition, key, static)
+            for field in ROW_FIELDS
+            if kind.name in field.kinds
         }
-        if kind is USER:
-            fields["user"] = slot("user")
-        fields["type"] = definition.wire_type
-        if kind is not NOTIFICATION:
-            fields["units"] = definition.units
-        fields["choices"] = (
-            slot("choices") if definition.choices_from else self._static_choices.get(key, [])
-        )
-        fields["model_name"] = None
-        if kind is NOTIFICATION:
-            fields["model_filters"] = definition.model_filters
-        fields["api_url"] = None
-        fields["typ"] = kind.typ
-        if kind is NOTIFICATION:
-            fields["required"] = definition.required
-            fields["method"] = definition.method
-        return fields
 
     def _ordinals_for(self, kind: Kind) -> dict[str, int]:
         """key -> ordinal, allocating ordinals for keys seen for the first time.

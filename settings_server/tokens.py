@@ -23,11 +23,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from marshmallow import ValidationError
+
 from backends import KeyValueStore
 
+from .fields import clean_text
 from .users import USERS, User, UserDirectory
-from .validation import clean_text
-from .validators import ValidationFailed
 
 TOKENS = "tokens"
 TOKEN_ID_COUNTER = "token_id"
@@ -61,8 +62,8 @@ def sanitise_name(raw: str) -> str:
     ``-``, at most 100 characters. Raises :class:`InvalidTokenName` for HTML markup."""
     try:
         text = clean_text(raw)
-    except ValidationFailed as exc:
-        raise InvalidTokenName(exc.body["value"][0]) from None
+    except ValidationError as exc:
+        raise InvalidTokenName(exc.messages[0]) from None
     return text.replace(" ", "-")[:NAME_MAX_LENGTH]
 
 

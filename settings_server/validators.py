@@ -2,8 +2,9 @@
 
 A name may take one argument after a colon, the key of another setting of the same kind whose
 current value the check compares against (``at_most_setting:PRICING_DECIMAL_PLACES``).
-Each validator raises :class:`ValidationFailed` with the envelope SPEC §5.3 gives it: format
-checks answer under ``value``, plain checks under ``non_field_errors``.
+Each validator raises a marshmallow :class:`~marshmallow.ValidationError` where the client
+expects it, as InvenTree answers: format checks under ``value`` (:func:`value_error`), checks on
+the model under ``non_field_errors`` (:func:`form_error`); see :mod:`settings_server.fields`.
 """
 
 from __future__ import annotations
@@ -12,35 +13,34 @@ import datetime
 import json
 import re
 import string
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from marshmallow import ValidationError
 
 
 @dataclass(frozen=True)
 class Context:
-    """What a validator may look at besides the value itself."""
+    """What a write is checked against besides the value itself."""
 
     related: Mapping[str, str] = field(default_factory=dict)  # wire values of related settings
     currencies: Mapping[str, str] = field(default_factory=dict)  # known code -> name
+    choices: Sequence[str] = ()  # the valid values of a ``choices_from`` setting now
 
 
-class ValidationFailed(Exception):
-    """A rejected write; ``body`` is the response body."""
-
-    def __init__(self, body: dict[str, list[str]]) -> None:
-        super().__init__(body)
-        self.body = body
+class NonFieldMessage(str):
+    """An error message reported under ``non_field_errors`` instead of the field's name."""
 
 
-def value_error(message: str) -> ValidationFailed:
+def value_error(message: str) -> ValidationError:
     """A format error, reported under the ``value`` field."""
-    return ValidationFailed({"value": [message]})
+    return ValidationError(message)
 
 
-def form_error(message: str) -> ValidationFailed:
-    """A plain validator's error, reported under ``non_field_errors``."""
-    return ValidationFailed({"non_field_errors": [message]})
+def form_error(message: str) -> ValidationError:
+    """A check on the model, reported under ``non_field_errors``."""
+    return ValidationError(NonFieldMessage(message))
 
 
 _URL = re.compile(

@@ -1,45 +1,155 @@
-"""OpenAPI components for the settings endpoints, named as in InvenTree's schema.
+"""The settings endpoints' schemas, named as in InvenTree's schema.
 
-Responses are rendered by the service (their field order is part of the wire contract); these
-marshmallow schemas describe them, and the key path parameters list the registry's keys.
+The setting schemas (``GlobalSettings``, ``PatchedGlobalSettings``, ...) are made from
+:data:`~settings_server.service.ROW_FIELDS`, the one list of a served setting's fields: they
+load write bodies (only ``value`` is writable; other fields are ignored) and describe the
+pre-rendered responses. :class:`ListQuery` loads a list's search and ordering arguments.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from typing import Any
 
+import re2
 from flask_smorest import Api
-from marshmallow import Schema, fields
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load
 
+from ..fields import TRUTHY
 from ..registry import SettingsRegistry
+from ..rendering import Row
+from ..service import KINDS, ROW_FIELDS
+
+NAMES = {"global": "GlobalSettings", "user": "UserSettings", "notification": "NotificationUserSetting"}
 
 
-def _setting_fields(kind: str) -> dict[str, fields.Field]:
-    """The fields of one setting object, in wire order (SPEC §2.1)."""
-    ro = {"dump_only": True}
-    spec: dict[str, fields.Field] = {
-        "pk": fields.Integer(**ro),
-        "key": fields.String(**ro),
-        "value": fields.String(allow_none=True, metadata={"description": "Always a string"}),
-        "name": fields.String(**ro),
-        "description": fields.String(**ro),
-    }
-    if kind == "user":
-        spec["user"] = fields.Integer(**ro)
-    spec["type"] = fields.String(**ro, metadata={"enum": ["boolean", "integer", "string"]})
-    if kind != "notification":
-        spec["units"] = fields.String(**ro)
-    spec["choices"] = fields.List(fields.Dict(), **ro)
-    spec["model_name"] = fields.String(allow_none=True, **ro)
-    if kind == "notification":
-        spec["model_filters"] = fields.Dict(allow_none=True, **ro)
-    spec["api_url"] = fields.String(allow_none=True, **ro)
-    spec["typ"] = fields.String(**ro)
-    if kind == "notification":
-        spec["required"] = fields.Boolean(**ro)
-        spec["method"] = fields.String(**ro)
-    return spec
+class _SettingSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE  # fields other than ``value`` are ignored, not checked
 
+
+def _setting_schema(kind: str, name: str) -> type[Schema]:
+    """The schema of a setting of ``kind``, its fields in wire order."""
+    return _SettingSchema.from_dict(
+        {field.name: field.schema_field() for field in ROW_FIELDS if kind in field.kinds},
+        name=name,
+    )
+
+
+#: kind name -> (the setting, as a PUT body loads and a response is described; as a PATCH body
+#: loads, ``value`` optional)
+SETTING_SCHEMAS: dict[str, tuple[Schema, Schema]] = {
+    kind: (_setting_schema(kind, name)(), _setting_schema(kind, f"Patched{name}")(partial=True))
+    for kind, name in NAMES.items()
+}
+assert set(SETTING_SCHEMAS) == set(KINDS)
+
+
+# -- list arguments ------------------------------------------------------------------------
+
+ORDERING_FIELDS = ("pk", "key", "name")
+MAX_SEARCH_PATTERN = 256
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.case_sensitive = False
+_RE2_OPTIONS.log_errors = False  # a refused pattern is the caller's 400, not a server log line
+_RE2_OPTIONS.max_mem = 1 << 20  # a pattern whose automaton needs more is refused, not built
+
+
+class Flag(fields.Boolean):
+    """InvenTree's lenient flag: one of :data:`~settings_server.fields.TRUTHY` (any case) is
+    true, anything else false, never an error."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(truthy=TRUTHY, load_default=False, **kwargs)
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bool:
+        return str(value).lower() in self.truthy
+
+
+class Ordering(fields.String):
+    """Comma-separated ``pk``, ``key``, ``name`` (``-`` for descending); other names are
+    ignored, as DRF's ``OrderingFilter`` does."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> tuple:
+        names = (name.strip() for name in super()._deserialize(value, attr, data, **kwargs).split(","))
+        return tuple(name for name in names if name.lstrip("-") in ORDERING_FIELDS)
+
+
+class RowSelection:
+    """What a list's arguments select: rows whose key matches every search term, in order."""
+
+    def __init__(self, terms: Sequence[str], patterns: Sequence[Any] | None,
+                 ordering: Sequence[str], nothing: bool = False) -> None:
+        self.terms = [term.upper() for term in terms]
+        self.patterns = patterns
+        self.ordering = ordering
+        self.nothing = nothing
+
+    def __call__(self, rows: list[Row]) -> list[Row]:
+        if self.nothing:
+            return []  # InvenTree searches for a literal "\y...\y", which no key contains
+        if self.patterns is not None:
+            rows = [r for r in rows if all(p.search(r.key) for p in self.patterns)]
+        elif self.terms:
+            rows = [r for r in rows if all(term in r.key.upper() for term in self.terms)]
+        for name in reversed(self.ordering):  # stable sorts, least significant first
+            field = name.lstrip("-")
+            rows = sorted(rows, key=lambda row: getattr(row, field), reverse=name.startswith("-"))
+        return rows
+
+
+class ListQuery(Schema):
+    """A list's search and ordering (``limit``/``offset``: :class:`~.drf.LimitOffset`).
+
+    Loads a :class:`RowSelection`. Regular expressions run on RE2 (see
+    :func:`compile_search`); a pattern it refuses is 400 naming ``search``.
+    """
+
+    class Meta:
+        unknown = EXCLUDE
+
+    search = fields.String(load_default="", metadata={
+        "description": "Terms (split on spaces and commas) that must all occur in the key."
+    })
+    search_regex = Flag(metadata={"description": "Truthy: each search term is a regular expression."})
+    search_whole = Flag(metadata={"description": "Truthy: whole words only (with search_regex)."})
+    ordering = Ordering(load_default=(), metadata={
+        "doc_default": "",
+        "description": "Comma-separated pk, key, name; prefix - for descending."
+    })
+
+    @post_load
+    def selection(self, data: dict[str, Any], **_: Any) -> RowSelection:
+        terms = [term for term in re.split(r"[\s,]+", data["search"]) if term]
+        regex, whole = data["search_regex"], data["search_whole"]
+        if not terms:
+            return RowSelection((), None, data["ordering"])
+        if whole and not regex:
+            return RowSelection((), None, (), nothing=True)
+        patterns = None
+        if regex:
+            patterns = [compile_search(rf"\b{t}\b" if whole else t) for t in terms]
+        return RowSelection(terms, patterns, data["ordering"])
+
+
+def compile_search(pattern: str) -> Any:
+    """A user's search pattern on RE2, whose matching time is linear in the key's length: no
+    pattern can hold a worker (Python's ``re`` backtracks: ``(\\w+)+!`` took 30 s). Patterns
+    RE2 refuses (backreferences, look-arounds) or longer than :data:`MAX_SEARCH_PATTERN` are
+    400."""
+    if len(pattern) > MAX_SEARCH_PATTERN:
+        raise ValidationError({"search": [
+            f"Invalid regular expression: longer than {MAX_SEARCH_PATTERN} characters"
+        ]})
+    try:
+        return re2.compile(pattern, _RE2_OPTIONS)
+    except re2.error as exc:
+        reason = exc.args[0].decode(errors="replace") if exc.args else "not understood"
+        raise ValidationError({"search": [f"Invalid regular expression: {reason}"]}) from None
+
+
+# -- the document ----------------------------------------------------------------------------
 
 # DRF-shaped error: ``detail`` (and ``url`` for unrouted paths), or fields -> messages.
 ERROR_SCHEMA = {
@@ -53,12 +163,11 @@ NAMES = {"global": "GlobalSettings", "user": "UserSettings", "notification": "No
 
 
 def register(api: Api, registry: SettingsRegistry) -> None:
-    """Add the setting schemas and key converters' parameter schemas to ``api``'s document."""
+    """Add the setting schemas, their pages and the error shape to ``api``'s document."""
     for kind, name in NAMES.items():
-        setting = Schema.from_dict(_setting_fields(kind), name=name)
+        setting, patched = SETTING_SCHEMAS[kind]
         api.spec.components.schema(name, schema=setting)
-        patched = Schema.from_dict(_setting_fields(kind), name=f"Patched{name}")
-        api.spec.components.schema(f"Patched{name}", schema=patched, partial=True)
+        api.spec.components.schema(f"Patched{name}", schema=patched)
         api.spec.components.schema(
             f"Paginated{name}List",
             {
@@ -113,21 +222,6 @@ def detail_responses(name: str, write: bool = False) -> dict[str, Any]:
 
 
 def body(name: str) -> dict[str, Any]:
-    types = ("application/json", "application/x-www-form-urlencoded", "multipart/form-data")
+    """The body's other content types (``@blp.arguments`` documents the JSON one)."""
+    types = ("application/x-www-form-urlencoded", "multipart/form-data")
     return {"content": {t: {"schema": ref(name)} for t in types}}
-
-
-LIST_PARAMETERS = [
-    {"in": "query", "name": "limit", "schema": {"type": "integer"},
-     "description": "Page size; without a positive limit the whole list is a bare array."},
-    {"in": "query", "name": "offset", "schema": {"type": "integer"},
-     "description": "Index of the first row of the page."},
-    {"in": "query", "name": "ordering", "schema": {"type": "string"},
-     "description": "Comma-separated pk, key, name; prefix - for descending."},
-    {"in": "query", "name": "search", "schema": {"type": "string"},
-     "description": "Terms (split on spaces and commas) that must all occur in the key."},
-    {"in": "query", "name": "search_regex", "schema": {"type": "string"},
-     "description": "Truthy: each search term is a regular expression."},
-    {"in": "query", "name": "search_whole", "schema": {"type": "string"},
-     "description": "Truthy: whole words only (with search_regex)."},
-]

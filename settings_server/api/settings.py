@@ -1,179 +1,41 @@
-"""/api/settings/{global,user,notification}/: lists and details (SPEC §1, §5, §6, §14)."""
+"""/api/settings/{global,user,notification}/: lists and details.
+
+Inputs are declared: a list's query arguments load through :class:`~.schemas.ListQuery` and
+:class:`~.drf.LimitOffset` (``@blp.arguments``, ``@blp.paginate``), a write body through the
+kind's setting schema (``@blp.arguments(..., location="body")``), and the value then through
+the setting's own schema (:mod:`settings_server.fields`). Who may ask, and for which setting,
+is settled before any of them is read (:meth:`SettingDetail.locate`): 401/403, then 404, then
+the body's errors, as InvenTree answers.
+"""
 
 from __future__ import annotations
 
-import json
-import re
-
-import re2
-from typing import Any
-from urllib.parse import parse_qsl, urlencode
+import functools
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 from flask import current_app, request
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from werkzeug.routing import BaseConverter
 
 from .. import auth
-from ..errors import fail, fail_detail, not_found, raw_json_response
-from ..rendering import Row, compact
+from ..errors import not_found, raw_json_response
+from ..rendering import Row
 from ..service import GLOBAL, MISSING, NOTIFICATION, USER, Kind, SettingNotFound, SettingsService
-from ..validators import ValidationFailed
 from . import schemas
+from .drf import BODY, Blueprint, RowPage
 
 blp = Blueprint("settings", __name__, url_prefix="/api/settings", description="Settings")
 
-TRUTHY = frozenset({"1", "y", "yes", "t", "true", "ok", "on"})
-ORDERING_FIELDS = ("pk", "key", "name")
-MAX_SEARCH_PATTERN = 256
-_RE2_OPTIONS = re2.Options()
-_RE2_OPTIONS.case_sensitive = False
-_RE2_OPTIONS.log_errors = False  # a refused pattern is the caller's 400, not a server log line
-_RE2_OPTIONS.max_mem = 1 << 20  # a pattern whose automaton needs more is refused, not built
-FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
-
 
 class WordConverter(BaseConverter):
-    """``\\w+``: a key with other characters matches no route (SPEC §1)."""
+    """``\\w+``: a key with other characters matches no route."""
 
     regex = r"\w+"
 
 
 def service() -> SettingsService:
     return current_app.extensions["settings_service"]
-
-
-# -- lists ---------------------------------------------------------------------------------
-
-
-def list_response(rows: list[Row]):
-    """Search, order and paginate ``rows`` from the query string (SPEC §6)."""
-    if not request.query_string:
-        return raw_json_response(_array(rows))
-    args = request.args
-    rows = _search(rows, args.get("search", ""), args.get("search_regex"), args.get("search_whole"))
-    rows = _order(rows, args.get("ordering", ""))
-    limit = _positive_int(args.get("limit"))
-    if limit is None:
-        return raw_json_response(_array(rows))
-    offset = _positive_int(args.get("offset")) or 0
-    count = len(rows)
-    page = compact({
-        "count": count,
-        "next": _page_url(limit, offset + limit) if offset + limit < count else None,
-        "previous": _page_url(limit, offset - limit) if offset > 0 else None,
-    })
-    return raw_json_response(f'{page[:-1]},"results":{_array(rows[offset : offset + limit])}}}')
-
-
-def _array(rows: list[Row]) -> str:
-    return f"[{','.join([row.json for row in rows])}]"
-
-
-def _positive_int(text: str | None) -> int | None:
-    try:
-        number = int((text or "").strip())
-    except ValueError:
-        return None
-    return number if number > 0 else None
-
-
-def _search(rows, text: str, regex: str | None, whole: str | None):
-    terms = [term for term in re.split(r"[\s,]+", text) if term]
-    if not terms:
-        return rows
-    regex = (regex or "").lower() in TRUTHY
-    whole = (whole or "").lower() in TRUTHY
-    if whole and not regex:
-        return []  # InvenTree searches for a literal "\y...\y", which no key contains
-    if regex:
-        patterns = [_compile_search(rf"\b{t}\b" if whole else t) for t in terms]
-        return [r for r in rows if all(p.search(r.key) for p in patterns)]
-    terms = [term.upper() for term in terms]
-    return [r for r in rows if all(term in r.key.upper() for term in terms)]
-
-
-def _compile_search(pattern: str):
-    """A user's search pattern on RE2, whose matching time is linear in the key's length: no
-    pattern can hold a worker (Python's ``re`` backtracks: ``(\\w+)+!`` took 30 s). Patterns
-    RE2 refuses (backreferences, look-arounds) or longer than :data:`MAX_SEARCH_PATTERN` are
-    400."""
-    if len(pattern) > MAX_SEARCH_PATTERN:
-        fail(400, {"search": [
-            f"Invalid regular expression: longer than {MAX_SEARCH_PATTERN} characters"
-        ]})
-    try:
-        return re2.compile(pattern, _RE2_OPTIONS)
-    except re2.error as exc:
-        reason = exc.args[0].decode(errors="replace") if exc.args else "not understood"
-        fail(400, {"search": [f"Invalid regular expression: {reason}"]})
-
-
-def _order(rows, ordering: str):
-    fields = []
-    for name in ordering.split(","):
-        name = name.strip()
-        if name.lstrip("-") in ORDERING_FIELDS:
-            fields.append(name)
-    for name in reversed(fields):  # stable sorts, least significant first
-        field = name.lstrip("-")
-        rows = sorted(rows, key=lambda row: getattr(row, field), reverse=name.startswith("-"))
-    return rows
-
-
-def _page_url(limit: int, offset: int) -> str:
-    """The request URL with ``limit`` and ``offset`` replaced; DRF sorts the parameters."""
-    params = [(k, v) for k, v in parse_qsl(request.query_string.decode(), keep_blank_values=True)
-              if k not in ("limit", "offset")]
-    params.append(("limit", str(limit)))
-    if offset > 0:
-        params.append(("offset", str(offset)))
-    params.sort(key=lambda kv: kv[0])
-    return f"{request.host_url}{request.path.lstrip('/')}?{urlencode(params)}"
-
-
-# -- writes --------------------------------------------------------------------------------
-
-
-def read_value() -> Any:
-    """The ``value`` of a JSON, form or multipart body, or ``MISSING`` (SPEC §5.3, §14)."""
-    body = request.get_data(cache=True)
-    mimetype = request.mimetype
-    if mimetype in FORM_TYPES:
-        return request.form.get("value", MISSING)
-    if not body and not mimetype:
-        return MISSING
-    if mimetype != "application/json" and not mimetype.endswith("+json"):
-        fail_detail(415, f'Unsupported media type "{request.content_type}" in request.')
-    if not body:
-        return MISSING
-    try:
-        data = json.loads(body)
-    except ValueError as exc:
-        fail_detail(400, f"JSON parse error - {exc}")
-    except RecursionError:
-        fail_detail(400, "JSON parse error - nested too deeply")
-    if not isinstance(data, dict):
-        fail(400, {"non_field_errors": [
-            f"Invalid data. Expected a dictionary, but got {type(data).__name__}."
-        ]})
-    return data.get("value", MISSING)
-
-
-def write(kind: Kind, key: str, user_id: int | None):
-    value = read_value()
-    if value is MISSING and request.method == "PUT":
-        fail(400, {"value": ["This field is required."]})
-    try:
-        return raw_json_response(service().update(kind, key, value, user_id).json)
-    except ValidationFailed as exc:
-        fail(400, exc.body)
-
-
-def lookup(kind: Kind, key: str) -> None:
-    """404 ``Not found.`` before the body is read (SPEC §4 evaluation order)."""
-    if str(key).upper() not in service().definitions(kind):
-        not_found()
 
 
 def planned_reads(user_id: int | None) -> dict[str, list[str] | None]:
@@ -197,137 +59,135 @@ def planned_reads(user_id: int | None) -> dict[str, list[str] | None]:
 
 # -- views ---------------------------------------------------------------------------------
 
-LIST_DOC = {"parameters": schemas.LIST_PARAMETERS}
+
+def _caller_first(view: Callable[..., Any]) -> Callable[..., Any]:
+    """Run the view class's ``locate`` (authentication, permission, 404) before the
+    arguments and body below are read, and pass the view what it found."""
+
+    @functools.wraps(view)
+    def located(self: Any, **path: Any) -> Any:
+        return view(self, **self.locate(writing=request.method in ("PUT", "PATCH"), **path))
+
+    return located
 
 
-@blp.route("/global/")
-class GlobalSettingsList(MethodView):
-    kind = GLOBAL
+class SettingsList(MethodView):
+    """A kind's settings, searched, ordered and paginated (see :func:`list_view`)."""
+
+    kind: ClassVar[Kind]
     unsupported_methods_need = "superuser"
 
-    @blp.doc(**LIST_DOC, responses=schemas.list_responses("GlobalSettings"))
-    def get(self):
-        """All global settings (bare array without a positive ``limit``)."""
-        auth.require_user()
-        return list_response(service().list(GLOBAL))
+    def locate(self, writing: bool) -> dict[str, Any]:
+        user = auth.require_user()
+        return {"user_id": user.id if self.kind.per_user else None}
 
 
-@blp.route("/global/<global_key:key>/")
-class GlobalSettingsDetail(MethodView):
-    kind = GLOBAL
-    unsupported_methods_need = "staff"
+def list_view(kind: Kind, class_name: str, summary: str) -> type[SettingsList]:
+    """The list view of ``kind`` (OPTIONS answers ``class_name``); ``summary`` is its OpenAPI
+    summary."""
 
-    @blp.doc(responses=schemas.detail_responses("GlobalSettings"))
-    def get(self, key):
-        """One global setting by key (case-insensitive)."""
-        auth.require_user()
-        try:
-            return raw_json_response(service().get(GLOBAL, key).json)
-        except SettingNotFound:
+    @_caller_first
+    @blp.arguments(schemas.ListQuery(), location="query")
+    @blp.paginate(RowPage)
+    @blp.doc(responses=schemas.list_responses(schemas.NAMES[kind.name]))
+    def get(self: SettingsList, select: schemas.RowSelection, user_id: int | None) -> list[Row]:
+        return select(service().list(kind, user_id))
+
+    get.__doc__ = summary
+    return type(class_name, (SettingsList,), {"kind": kind, "get": get})
+
+
+class SettingDetail(MethodView):
+    """One setting by key: read, replaced (PUT) or changed (PATCH) (see
+    :func:`detail_view`)."""
+
+    kind: ClassVar[Kind]
+    unsupported_methods_need: ClassVar[str | None] = None
+
+    def locate(self, writing: bool, key: str) -> dict[str, Any]:
+        """Who asks for which setting: 401 for anonymous callers, 403 for a global write by
+        non-staff, then 404 for a key the kind does not serve."""
+        user = auth.require_staff() if writing and not self.kind.per_user else auth.require_user()
+        if str(key).upper() not in service().definitions(self.kind):
             not_found()
-
-    @blp.doc(requestBody=schemas.body("GlobalSettings"), responses=schemas.detail_responses("GlobalSettings", write=True))
-    def put(self, key):
-        """Replace a global setting's value (staff only)."""
-        auth.require_staff()
-        lookup(GLOBAL, key)
-        return write(GLOBAL, key, None)
-
-    @blp.doc(requestBody=schemas.body("PatchedGlobalSettings"), responses=schemas.detail_responses("GlobalSettings", write=True))
-    def patch(self, key):
-        """Change a global setting's value (staff only)."""
-        auth.require_staff()
-        lookup(GLOBAL, key)
-        return write(GLOBAL, key, None)
+        return {"key": key, "user_id": user.id if self.kind.per_user else None}
 
 
-@blp.route("/user/")
-class UserSettingsList(MethodView):
-    kind = USER
-    unsupported_methods_need = "superuser"
-
-    @blp.doc(**LIST_DOC, responses=schemas.list_responses("UserSettings"))
-    def get(self):
-        """The caller's own user settings."""
-        user = auth.require_user()
-        return list_response(service().list(USER, user.id))
-
-
-@blp.route("/user/<user_key:key>/")
-class UserSettingsDetail(MethodView):
-    kind = USER
-    unsupported_methods_need = None
-
-    @blp.doc(responses=schemas.detail_responses("UserSettings"))
-    def get(self, key):
-        """One of the caller's user settings by key."""
-        user = auth.require_user()
-        try:
-            return raw_json_response(service().get(USER, key, user.id).json)
-        except SettingNotFound:
-            not_found()
-
-    @blp.doc(requestBody=schemas.body("UserSettings"), responses=schemas.detail_responses("UserSettings", write=True))
-    def put(self, key):
-        """Replace one of the caller's user settings."""
-        user = auth.require_user()
-        lookup(USER, key)
-        return write(USER, key, user.id)
-
-    @blp.doc(requestBody=schemas.body("PatchedUserSettings"), responses=schemas.detail_responses("UserSettings", write=True))
-    def patch(self, key):
-        """Change one of the caller's user settings."""
-        user = auth.require_user()
-        lookup(USER, key)
-        return write(USER, key, user.id)
-
-
-@blp.route("/notification/")
-class NotificationSettingsList(MethodView):
-    kind = NOTIFICATION
-    unsupported_methods_need = "superuser"
-
-    @blp.doc(**LIST_DOC, responses=schemas.list_responses("NotificationUserSetting"))
-    def get(self):
-        """The caller's notification settings, one per setting a method declares."""
-        user = auth.require_user()
-        return list_response(service().list(NOTIFICATION, user.id))
-
-
-@blp.route("/notification/<int:pk>/")
-class NotificationSettingsDetail(MethodView):
-    kind = NOTIFICATION
-    unsupported_methods_need = None
-
-    def _locate(self, pk: int) -> tuple[Any, str]:
-        """The caller and the key of ``pk``, in InvenTree's order: a pk that names nobody's
-        setting is 404 even for anonymous callers; then 401; another user's pk is 404 too."""
+class NotificationSettingDetail(SettingDetail):
+    def locate(self, writing: bool, pk: int) -> dict[str, Any]:
+        """In InvenTree's order: a pk that names nobody's setting is 404 even for anonymous
+        callers; then 401; another user's pk is 404 too."""
         try:
             owner, key = service().locate(NOTIFICATION, pk)
         except SettingNotFound:
             not_found()
-        user = auth.current_user()
-        if user is None and auth.authenticator().users.get(owner) is None:
+        if auth.current_user() is None and auth.authenticator().users.get(owner) is None:
             not_found()
         user = auth.require_user()
         if owner != user.id:
             not_found()
-        return user, key
+        return {"key": key, "user_id": user.id}
 
-    @blp.doc(responses=schemas.detail_responses("NotificationUserSetting"))
-    def get(self, pk):
-        """One of the caller's notification settings by id; others' ids are 404."""
-        user, key = self._locate(pk)
-        return raw_json_response(service().get(NOTIFICATION, key, user.id).json)
 
-    @blp.doc(requestBody=schemas.body("NotificationUserSetting"), responses=schemas.detail_responses("NotificationUserSetting", write=True))
-    def put(self, pk):
-        """Replace one of the caller's notification settings."""
-        user, key = self._locate(pk)
-        return write(NOTIFICATION, key, user.id)
+def detail_view(
+    kind: Kind,
+    class_name: str,
+    summaries: tuple[str, str, str],
+    base: type[SettingDetail] = SettingDetail,
+    **attributes: Any,
+) -> type[SettingDetail]:
+    """The detail view of ``kind``: GET, PUT and PATCH with one implementation for every
+    kind (OPTIONS answers ``class_name``); ``summaries`` are their OpenAPI summaries."""
+    name = schemas.NAMES[kind.name]
+    put_body, patch_body = schemas.SETTING_SCHEMAS[kind.name]
 
-    @blp.doc(requestBody=schemas.body("PatchedNotificationUserSetting"), responses=schemas.detail_responses("NotificationUserSetting", write=True))
-    def patch(self, pk):
-        """Change one of the caller's notification settings."""
-        user, key = self._locate(pk)
-        return write(NOTIFICATION, key, user.id)
+    @_caller_first
+    @blp.doc(responses=schemas.detail_responses(name))
+    def get(self: SettingDetail, key: str, user_id: int | None):
+        return raw_json_response(service().get(kind, key, user_id).json)
+
+    def write(body: Any, body_name: str) -> Callable[..., Any]:
+        @_caller_first
+        @blp.arguments(body, location=BODY, required=False)
+        @blp.doc(requestBody=schemas.body(body_name),
+                 responses=schemas.detail_responses(name, write=True))
+        def method(self: SettingDetail, loaded: dict[str, Any], key: str, user_id: int | None):
+            value = loaded.get("value", MISSING)
+            return raw_json_response(service().update(kind, key, value, user_id).json)
+
+        return method
+
+    methods = {"get": get, "put": write(put_body, name), "patch": write(patch_body, f"Patched{name}")}
+    for (method_name, method), summary in zip(methods.items(), summaries, strict=True):
+        method.__doc__ = summary
+    return type(class_name, (base,), {"kind": kind, **methods, **attributes})
+
+
+blp.route("/global/")(list_view(
+    GLOBAL, "GlobalSettingsList", "All global settings (bare array without a positive ``limit``)."
+))
+blp.route("/global/<global_key:key>/")(detail_view(
+    GLOBAL, "GlobalSettingsDetail",
+    ("One global setting by key (case-insensitive).",
+     "Replace a global setting's value (staff only).",
+     "Change a global setting's value (staff only)."),
+    unsupported_methods_need="staff",
+))
+blp.route("/user/")(list_view(USER, "UserSettingsList", "The caller's own user settings."))
+blp.route("/user/<user_key:key>/")(detail_view(
+    USER, "UserSettingsDetail",
+    ("One of the caller's user settings by key.",
+     "Replace one of the caller's user settings.",
+     "Change one of the caller's user settings."),
+))
+blp.route("/notification/")(list_view(
+    NOTIFICATION, "NotificationSettingsList",
+    "The caller's notification settings, one per setting a method declares.",
+))
+blp.route("/notification/<int:pk>/")(detail_view(
+    NOTIFICATION, "NotificationSettingsDetail",
+    ("One of the caller's notification settings by id; others' ids are 404.",
+     "Replace one of the caller's notification settings.",
+     "Change one of the caller's notification settings."),
+    base=NotificationSettingDetail,
+))
