@@ -1,4 +1,4 @@
-"""Authentication and permissions for everything under ``/api/`` (SPEC §3, §4).
+"""Authentication and permissions for everything under ``/api/`` (docs/contract.md §3, §4).
 
 :func:`authenticate` (called by the API layer for every request under ``/api/``, after content
 negotiation) leaves the result in ``flask.g.user`` (a :class:`~settings_server.users.User` or

@@ -1,8 +1,8 @@
-"""One JSON error shape for every response under /api/, shaped like DRF's."""
+"""One JSON error shape for every response under /api/, shaped like DRF's (responses are
+rendered by :mod:`settings_server.rendering`)."""
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any, NoReturn
 
@@ -12,7 +12,7 @@ from werkzeug.exceptions import HTTPException
 
 from backends import StorageUnavailable
 
-from .rendering import compact
+from .rendering import allow_header, json_response
 
 NOT_FOUND = "Not found."
 PERMISSION_DENIED = "You do not have permission to perform this action."
@@ -20,25 +20,6 @@ NOT_AUTHENTICATED = "Authentication credentials were not provided."
 STORAGE_UNAVAILABLE = "Storage unavailable."
 LOGGER = logging.getLogger("settings_server.errors")
 RETRY_AFTER = "5"  # seconds, on every 503 for an unavailable store
-
-
-ALLOW_ORDER = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
-
-
-def allow_header(methods) -> str:
-    """An ``Allow`` header value in DRF's order."""
-    return ", ".join(method for method in ALLOW_ORDER if method in methods)
-
-
-def json_response(body: Any, status: int = 200, *, spaced: bool = False) -> Response:
-    """A JSON response as DRF renders it: compact and raw UTF-8, or as Django's JsonResponse
-    (``spaced``: spaces after separators, ASCII escapes). The content type carries no charset."""
-    return raw_json_response(json.dumps(body) if spaced else compact(body), status)
-
-
-def raw_json_response(text: str, status: int = 200) -> Response:
-    """A response whose body is JSON text already."""
-    return Response(text, status=status, mimetype="application/json")
 
 
 class ApiError(HTTPException):

@@ -17,7 +17,7 @@ definition's field when it is loaded; one schema, :class:`SettingWrite`, loads a
 ``{"value": ...}`` with the field of the setting being written (:func:`load_value`).
 
 Format errors answer under ``value``; checks InvenTree runs on the model (bounds, choices, most
-named validators) answer under ``non_field_errors`` (docs/contract.md, *Writing a value*).
+named validators) answer under ``non_field_errors`` (docs/contract.md §5.3).
 Such messages are marked :class:`~settings_server.validators.NonFieldMessage`;
 :class:`SettingWrite` files them where they belong, so every error leaves the schema as the
 DRF body the client sees.

@@ -1,7 +1,8 @@
-"""Setting objects pre-rendered to JSON once, with slots for what changes per request.
+"""Responses as DRF renders them, and setting objects pre-rendered to JSON once.
 
 Everything in a served setting but its pk, value, owner and dynamic choices comes from the
-registry, so it is encoded once per definition instead of on every request.
+registry, so it is encoded once per definition instead of on every request, with slots for
+what changes.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import json
 import re
 from typing import Any, NamedTuple
+
+from flask import Response
 
 _MARK = "\ue000"  # a private-use character: never part of registry text
 _SLOT = re.compile(f'"{_MARK}(\\w+){_MARK}"')
@@ -18,6 +21,25 @@ encode_string = json.encoder.encode_basestring  # JSON string literal, raw UTF-8
 def compact(value: Any) -> str:
     """JSON as DRF renders it: no spaces, raw UTF-8."""
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+ALLOW_ORDER = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+
+
+def allow_header(methods) -> str:
+    """An ``Allow`` header value in DRF's order."""
+    return ", ".join(method for method in ALLOW_ORDER if method in methods)
+
+
+def json_response(body: Any, status: int = 200, *, spaced: bool = False) -> Response:
+    """A JSON response as DRF renders it: compact and raw UTF-8, or as Django's JsonResponse
+    (``spaced``: spaces after separators, ASCII escapes). The content type carries no charset."""
+    return raw_json_response(json.dumps(body) if spaced else compact(body), status)
+
+
+def raw_json_response(text: str, status: int = 200) -> Response:
+    """A response whose body is JSON text already."""
+    return Response(text, status=status, mimetype="application/json")
 
 
 def slot(name: str) -> str:

@@ -1,7 +1,7 @@
 """The settings service: registry definitions plus stored values, as the API serves them.
 
 Only stored values are kept in the store (wire strings, one namespace per kind and owner);
-every other field is derived from the registry. Reads never write (SPEC §14 row 5), except
+every other field is derived from the registry. Reads never write (docs/contract.md §14 row 5), except
 that a generated default (``INVENTREE_INSTANCE_ID``) is fixed the first time it is read.
 
 Primary keys are stable integers: each key of a kind gets an *ordinal* once, from a store
@@ -230,7 +230,7 @@ class SettingsService:
     def update(
         self, kind: Kind, key: str, value: Any = MISSING, user_id: int | None = None
     ) -> Row:
-        """Validate and store ``value`` (SPEC §5.3); ``MISSING`` re-saves the current value.
+        """Validate and store ``value`` (docs/contract.md §5.3); ``MISSING`` re-saves the current value.
 
         Raises :class:`SettingNotFound` or :class:`marshmallow.ValidationError` (whose
         ``messages`` are the 400 body).

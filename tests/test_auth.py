@@ -1,4 +1,4 @@
-"""Authentication, sessions, CSRF, tokens and the /api/user/ endpoints (SPEC §3, §11.2, §11.3)."""
+"""Authentication, sessions, CSRF, tokens and the /api/user/ endpoints (docs/contract.md §3, §11.2, §11.3)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 
 from settings_server import create_app
 from settings_server.auth import authenticator, require_staff, require_superuser, require_user
-from settings_server.errors import json_response
+from settings_server.rendering import json_response
 from settings_server.users import DuplicateUser, InvalidUsername
 
 TOKEN_FORMAT = re.compile(r"inv-[0-9a-f]{40}-\d{8}")
@@ -546,7 +546,7 @@ def test_no_secret_in_logs_or_error_bodies(app, client, alice, caplog):
         client.post(ME, headers={"Authorization": f"Token {issued['token']}"}),
         client.post(ME, headers={"X-CSRFToken": "pw-alice"}),
     ]
-    # The unrouted 404 echoes the caller's own URL (SPEC §1); it must not reach the log.
+    # The unrouted 404 echoes the caller's own URL (docs/contract.md §1); it must not reach the log.
     unrouted = client.get(f"/api/user/?{issued['token']}&password=query-secret-456")
     written = client.patch(  # by session, with the CSRF token
         "/api/settings/user/LAST_USED_PRINTING_MACHINES/",

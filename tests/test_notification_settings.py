@@ -1,4 +1,4 @@
-"""Contract tests for /api/settings/notification/ (SPEC §7, §4.1, §14 rows 10 and 11)."""
+"""Contract tests for /api/settings/notification/ (docs/contract.md §7, §4.1, §14 rows 10 and 11)."""
 
 from __future__ import annotations
 

@@ -30,7 +30,7 @@ def test_api_keeps_to_its_schema(case):
 
     ``SCHEMATHESIS_EXAMPLES`` sets the examples per operation (25; try 300 before a release).
     Negative-data rejection is not checked: like InvenTree, the lists ignore a ``limit`` or
-    ``offset`` that is not a positive integer instead of rejecting it (SPEC §6.2).
+    ``offset`` that is not a positive integer instead of rejecting it (docs/contract.md §6.2).
     """
     case.call_and_validate(
         headers=HEADERS,

@@ -1,7 +1,7 @@
-"""Contract tests for /api/settings/global/ and /api/settings/user/, written from SPEC.md.
+"""Contract tests for /api/settings/global/ and /api/settings/user/, from docs/contract.md.
 
-Every assertion names the exact status and body (and the headers SPEC fixes). Section numbers
-refer to /work/shared/SPEC.md; §14 rows are binding where they differ from InvenTree 327.
+Every assertion names the exact status and body (and the headers the contract fixes). Section
+numbers refer to docs/contract.md; its §14 rows say where we differ from InvenTree 327.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ BOOL_ERROR = {"value": ["Value must be a boolean"]}
 INT_ERROR = {"value": ["Value must be an integer"]}
 HTML_ERROR = {"value": ["Remove HTML tags from this value"]}
 
-# SPEC §13, the default-install currency choices.
+# docs/contract.md §13, the default-install currency choices.
 DEFAULT_CURRENCY_CHOICES = [
     {"value": "AUD", "display_name": "Australian Dollar"},
     {"value": "CAD", "display_name": "Canadian Dollar"},
@@ -74,7 +74,7 @@ DEFAULT_CURRENCY_CHOICES = [
     {"value": "USD", "display_name": "US Dollar"},
 ]
 
-# SPEC §13, user DATE_DISPLAY_FORMAT (the "2022/22/22" typo is data on the wire).
+# docs/contract.md §13, user DATE_DISPLAY_FORMAT (the "2022/22/22" typo is data on the wire).
 DATE_FORMAT_CHOICES = [
     {"value": "YYYY-MM-DD", "display_name": "2022-02-22"},
     {"value": "YYYY/MM/DD", "display_name": "2022/22/22"},
@@ -110,7 +110,7 @@ def assert_body(resp, status: int, body: Any) -> None:
 
 
 def assert_unrouted(resp, url: str) -> None:
-    """SPEC §1/§12: the catch-all 404 in Django's spaced JSON with the absolute URL."""
+    """docs/contract.md §1/§12: the catch-all 404 in Django's spaced JSON with the absolute URL."""
     body = {"detail": "API endpoint not found", "url": url}
     assert (resp.status_code, resp.get_json(silent=True)) == (404, body), resp.data
     assert resp.data == spaced(body)

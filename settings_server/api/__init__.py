@@ -91,7 +91,7 @@ def before_api_request():
 
 
 def negotiate() -> None:
-    """DRF content negotiation, which runs before authentication (SPEC §1)."""
+    """DRF content negotiation, which runs before authentication (docs/contract.md §1)."""
     if request.query_string and request.args.get("format", "json") != "json":
         fail_detail(404, "Not found.")
     accept = request.headers.get("Accept")
@@ -139,9 +139,9 @@ def forget_reads(_exc: BaseException | None = None) -> None:
 def check_route():
     """What InvenTree decides after authentication and before the view runs.
 
-    * A missing trailing slash is not redirected: the path is unrouted (SPEC §1).
+    * A missing trailing slash is not redirected: the path is unrouted (docs/contract.md §1).
     * OPTIONS answers the view's metadata to authenticated callers.
-    * A method a route lacks: permission errors first, then 405 (SPEC §4.1). Views declare
+    * A method a route lacks: permission errors first, then 405 (docs/contract.md §4.1). Views declare
       ``unsupported_methods_need``: who gets the 405 rather than 403 (``"superuser"``,
       ``"staff"``, or ``None`` for everybody, anonymous included).
     """

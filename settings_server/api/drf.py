@@ -30,8 +30,8 @@ from flask_smorest.pagination import Page, PaginationParameters
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load
 from webargs.flaskparser import FlaskParser
 
-from ..errors import fail, fail_detail, raw_json_response
-from ..rendering import Row, compact
+from ..errors import fail, fail_detail
+from ..rendering import Row, compact, raw_json_response
 
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 BODY = "body"  # the location of a write body: JSON, form or multipart, by content type

@@ -12,7 +12,8 @@ from marshmallow import Schema, fields
 
 from backends import StorageUnavailable
 
-from ..errors import RETRY_AFTER, STORAGE_UNAVAILABLE, json_response
+from ..errors import RETRY_AFTER, STORAGE_UNAVAILABLE
+from ..rendering import json_response
 
 blp = Blueprint("health", __name__, url_prefix="/api", description="Health check")
 

@@ -1,4 +1,4 @@
-"""GET /api/: what a client checks before it connects (SPEC §11.1, §14 row 18)."""
+"""GET /api/: what a client checks before it connects (docs/contract.md §11.1, §14 row 18)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from .. import __version__, auth
-from ..errors import json_response
+from ..rendering import json_response
 from ..service import GLOBAL
 
 blp = Blueprint("root", __name__, url_prefix="/api", description="Server information")

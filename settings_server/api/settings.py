@@ -19,8 +19,8 @@ from flask.views import MethodView
 from werkzeug.routing import BaseConverter
 
 from .. import auth
-from ..errors import not_found, raw_json_response
-from ..rendering import Row
+from ..errors import not_found
+from ..rendering import Row, raw_json_response
 from ..service import GLOBAL, MISSING, NOTIFICATION, USER, Kind, SettingNotFound, SettingsService
 from . import schemas
 from .drf import BODY, Blueprint, RowPage

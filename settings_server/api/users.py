@@ -1,4 +1,4 @@
-"""The caller's account and API tokens: ``/api/user/me/`` and ``/api/user/token/`` (SPEC §11)."""
+"""The caller's account and API tokens: ``/api/user/me/`` and ``/api/user/token/`` (docs/contract.md §11)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from flask_smorest import Blueprint
 from marshmallow import EXCLUDE, Schema, fields
 
 from ..auth import authenticator, request_metadata, require_user
-from ..errors import fail, json_response
+from ..errors import fail
+from ..rendering import json_response
 from ..tokens import InvalidTokenName, sanitise_name
 from ..users import User
 
