@@ -406,51 +406,40 @@ def prepare_store(url: str) -> str:
 
 def populate_users(url: str, count: int, template_user_id: int = 1, batch: int = 500) -> None:
     """Add ``count`` token-only users, each with a token and the stored user settings of
-    ``template_user_id``, written straight through the store in the layout of
-    ``settings_server.users`` and ``settings_server.tokens`` (no password hashing)."""
+    ``template_user_id``, written in bulk in the layout ``UserDirectory.entries`` and
+    ``TokenStore.entries`` give (no password hashing)."""
     from settings_server import create_app
     from settings_server.service import USER
-    from settings_server.tokens import (
-        LIFETIME,
-        TOKEN_ID_COUNTER,
-        TOKENS,
-        ApiToken,
-        digest,
-        user_index,
-        utc_now,
-    )
-    from settings_server.users import USER_ID_COUNTER, USERNAMES, USERS, User
+    from settings_server.tokens import LIFETIME, ApiToken, TokenStore, digest, utc_now
+    from settings_server.users import User, UserDirectory
 
     app = create_app({"SETTINGS_BACKEND": url})
     store = app.extensions["settings_store"]
     try:
+        users = UserDirectory(store)
+        tokens = TokenStore(store, users)
         stored_settings = store.get_all(USER.namespace(template_user_id))
         if not stored_settings:
             raise BenchError("the template user has no stored user settings")
-        first_user = store.incr(USER_ID_COUNTER, count) - count + 1
-        first_token = store.incr(TOKEN_ID_COUNTER, count) - count + 1
+        user_ids, token_ids = users.reserve_ids(count), tokens.reserve_ids(count)
         now = utc_now()
         for start in range(0, count, batch):
-            entries: dict[str, dict] = {USERS: {}, USERNAMES: {}, TOKENS: {}}
+            entries: dict[str, dict] = {}
             for n in range(start, min(start + batch, count)):
-                user_id, token_id = first_user + n, first_token + n
-                username = f"user{user_id}"
-                entries[USERS][str(user_id)] = User(id=user_id, username=username).to_record()
-                entries[USERNAMES][username] = user_id
+                user = User(id=user_ids[n], username=f"user{user_ids[n]}")
                 key = f"inv-{secrets.token_hex(20)}-{now:%Y%m%d}"
                 token = ApiToken(
-                    id=token_id,
-                    user_id=user_id,
+                    id=token_ids[n],
+                    user_id=user.id,
                     name="bench",
                     created=now,
                     expiry=now.date() + LIFETIME,
                     digest=digest(key),
                 )
-                entries[TOKENS][token.digest] = token.to_record()
-                entries[user_index(user_id)] = {
-                    str(token_id): {"digest": token.digest, "name": token.name}
-                }
-                entries[USER.namespace(user_id)] = dict(stored_settings)
+                for written in (users.entries(user), tokens.entries(token)):
+                    for namespace, values in written.items():
+                        entries.setdefault(namespace, {}).update(values)
+                entries[USER.namespace(user.id)] = dict(stored_settings)
             store.set_many(entries)
     finally:
         store.close()

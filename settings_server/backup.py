@@ -37,8 +37,8 @@ from backends import COUNTERS, KeyValueStore
 from .auth import SECRET_ENTRY, SECRET_NAMESPACE
 from .registry import SettingsRegistry
 from .service import GLOBAL, NOTIFICATION, USER, Kind, SettingsService
-from .tokens import TOKEN_ID_COUNTER, TOKENS, user_index
-from .users import USER_ID_COUNTER, USERNAME_RULE, USERNAMES, USERS
+from .tokens import ApiToken, TokenStore
+from .users import USERNAME_RULE, User, UserDirectory
 
 FORMAT = "settings-server-export"
 VERSION = 1
@@ -106,7 +106,9 @@ def export_document(
     """Every stored setting and every user of ``store`` as one JSON-ready document (see the
     module docstring). Password hashes, tokens and the secret key only with ``include_secrets``."""
     methods = {key: d.method for key, d in registry.notification_settings.items()}
-    records = sorted(store.get_all(USERS).values(), key=lambda record: record["id"])
+    users = UserDirectory(store)
+    tokens = TokenStore(store, users)
+    records = [user.to_record() for user in users.list()]
     document: dict[str, Any] = {
         "format": FORMAT,
         "version": VERSION,
@@ -136,22 +138,14 @@ def export_document(
         if notifications:
             document["notification_settings"][username] = notifications
         if include_secrets:
-            tokens = _stored_tokens(store, user_id)
-            if tokens:
-                document["tokens"][username] = tokens
+            stored_tokens = [
+                {**{name: token.to_record()[name] for name in TOKEN_FIELDS}, "digest": token.digest}
+                for token in tokens.list_for_user(user_id)
+            ]
+            if stored_tokens:
+                document["tokens"][username] = stored_tokens
         progress.advance()
     return document
-
-
-def _stored_tokens(store: KeyValueStore, user_id: int) -> list[dict[str, Any]]:
-    index = store.get_all(user_index(user_id))
-    digests = [entry["digest"] for entry in index.values()]
-    records = store.get_many(TOKENS, digests) if digests else {}
-    tokens = [
-        {**{name: record.get(name) for name in TOKEN_FIELDS}, "digest": digest}
-        for digest, record in records.items()
-    ]
-    return sorted(tokens, key=lambda token: token["id"])
 
 
 # -- import ------------------------------------------------------------------------------------
@@ -222,7 +216,7 @@ def plan_import(
     plan.unchanged += len(sections["global"]) - len(plan.global_settings)
     plan.changes += _describe("global", plan.global_settings, stored_global)
 
-    usernames = store.get_all(USERNAMES)
+    usernames = UserDirectory(store).ids_by_username()
     named = set(sections["users"])
     for part in ("user_settings", "notification_settings", "tokens"):
         for username in sorted(set(sections[part]) - named - set(usernames)):
@@ -255,7 +249,8 @@ def plan_import(
 
 def _plan_user(store, checker, sections, username, user_id, plan, problems) -> _UserImport:
     where = f"users.{username}"
-    stored = store.get(USERS, str(user_id)) if user_id is not None else None
+    stored_user = UserDirectory(store).get(user_id) if user_id is not None else None
+    stored = stored_user.to_record() if stored_user is not None else None
     given = sections["users"].get(username)
     record = None
     if given is not None:
@@ -305,8 +300,7 @@ def _plan_user(store, checker, sections, username, user_id, plan, problems) -> _
 
 
 def _plan_tokens(store, tokens, user_id, where, problems) -> list[dict[str, Any]]:
-    from .tokens import ApiToken
-
+    token_store = TokenStore(store, UserDirectory(store))
     if not isinstance(tokens, list):
         problems.append(f"{where}: must be a list of tokens")
         return []
@@ -321,10 +315,10 @@ def _plan_tokens(store, tokens, user_id, where, problems) -> list[dict[str, Any]
         except (KeyError, TypeError, ValueError) as exc:
             problems.append(f"{where}[{number}]: not a token record ({type(exc).__name__}: {exc})")
             continue
-        existing = store.get(TOKENS, digest)
+        existing = token_store.find(digest)
         if existing is None:
             new.append({**record, "digest": digest})
-        elif existing["user"] != user_id:
+        elif existing.user_id != user_id:
             problems.append(f"{where}[{number}]: this token belongs to another user in the store")
     return new
 
@@ -398,17 +392,13 @@ def apply_import(store: KeyValueStore, plan: ImportPlan) -> dict[str, dict[str, 
         (user for user in plan.users if user.user_id is None),
         key=lambda user: (user.source_id is None, user.source_id or 0, user.username),
     )
+    users = UserDirectory(store)
+    token_store = TokenStore(store, users)
     if new_users:
-        last = store.incr(USER_ID_COUNTER, len(new_users))
-        for user, user_id in zip(
-            new_users, range(last - len(new_users) + 1, last + 1), strict=True
-        ):
+        for user, user_id in zip(new_users, users.reserve_ids(len(new_users)), strict=True):
             user.user_id = user_id
     tokens = [(user, token) for user in plan.users for token in user.tokens]
-    token_ids = iter(())
-    if tokens:
-        last = store.incr(TOKEN_ID_COUNTER, len(tokens))
-        token_ids = iter(range(last - len(tokens) + 1, last + 1))
+    token_ids = iter(token_store.reserve_ids(len(tokens)) if tokens else ())
 
     entries: dict[str, dict[str, Any]] = {}
 
@@ -419,18 +409,18 @@ def apply_import(store: KeyValueStore, plan: ImportPlan) -> dict[str, dict[str, 
     put(GLOBAL.namespace(None), plan.global_settings)
     for user in plan.users:
         if user.record is not None:
-            put(USERS, {str(user.user_id): {**user.record, "id": user.user_id}})
-            put(USERNAMES, {user.username: user.user_id})
+            account = User.from_record({**user.record, "id": user.user_id})
+            for namespace, values in users.entries(account).items():
+                put(namespace, values)
         put(USER.namespace(user.user_id), user.settings)
         put(NOTIFICATION.namespace(user.user_id), user.notifications)
     for user, token in tokens:
-        token_id = next(token_ids)
         record = {name: token[name] for name in TOKEN_FIELDS}
-        put(TOKENS, {token["digest"]: {**record, "id": token_id, "user": user.user_id}})
-        put(
-            user_index(user.user_id),
-            {str(token_id): {"digest": token["digest"], "name": token["name"]}},
+        stored = ApiToken.from_record(
+            {**record, "id": next(token_ids), "user": user.user_id}, token["digest"]
         )
+        for namespace, values in token_store.entries(stored).items():
+            put(namespace, values)
     if plan.secret_key is not None:
         put(SECRET_NAMESPACE, {SECRET_ENTRY: plan.secret_key})
     store.set_many(entries)

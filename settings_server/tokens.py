@@ -1,4 +1,4 @@
-"""API tokens: ``inv-<40 hex>-YYYYMMDD`` (SPEC §3.2), kept only as SHA-256 hashes (§14 row 16).
+"""API tokens: ``inv-<40 hex>-YYYYMMDD`` (docs/contract.md §3.2), kept only as SHA-256 hashes (§14 row 16).
 
 Storage layout (all values JSON):
 
@@ -58,7 +58,7 @@ class InvalidTokenName(ValueError):
 
 
 def sanitise_name(raw: str) -> str:
-    """A token name as SPEC §11.2 stores it: non-printables removed, trimmed, inner spaces as
+    """A token name as docs/contract.md §11.2 stores it: non-printables removed, trimmed, inner spaces as
     ``-``, at most 100 characters. Raises :class:`InvalidTokenName` for HTML markup."""
     try:
         text = clean_text(raw)
@@ -172,12 +172,32 @@ class TokenStore:
             digest=digest(key),
         )
         previous = [t for t in self.list_for_user(user.id) if t.name == name]
-        # Index first: a crash between the writes leaves an index entry without a token
-        # (skipped when listing), never a working token its owner cannot see or revoke.
-        self._store.set(user_index(user.id), str(token.id), {"digest": token.digest, "name": name})
-        self._store.set(TOKENS, token.digest, token.to_record())
+        # Index first (see entries): a crash between the writes leaves an index entry without
+        # a token (skipped when listing), never a working token its owner cannot see or revoke.
+        for namespace, values in self.entries(token).items():
+            for entry_key, value in values.items():
+                self._store.set(namespace, entry_key, value)
         self._revoke_all(previous)
         return IssuedToken(key, token)
+
+    def reserve_ids(self, count: int) -> range:
+        """``count`` consecutive new token ids, never handed out again (for bulk writes)."""
+        last = self._store.incr(TOKEN_ID_COUNTER, count)
+        return range(last - count + 1, last + 1)
+
+    @staticmethod
+    def entries(token: ApiToken) -> dict[str, dict[str, Any]]:
+        """What stores ``token``: its owner's index entry, then the record (in that order, for
+        writers that write them one by one), for one ``set_many`` or :meth:`issue`."""
+        return {
+            user_index(token.user_id): {str(token.id): {"digest": token.digest, "name": token.name}},
+            TOKENS: {token.digest: token.to_record()},
+        }
+
+    def find(self, token_digest: str) -> ApiToken | None:
+        """The token stored under ``token_digest``, whoever owns it, or ``None``."""
+        record = self._store.get(TOKENS, token_digest)
+        return None if record is None else ApiToken.from_record(record, token_digest)
 
     def authenticate(self, key: str) -> tuple[User, ApiToken]:
         """The active user and the token for ``key``: two store reads (token, user). Raises

@@ -135,6 +135,22 @@ class UserDirectory:
         self._store.set(USERS, str(user_id), user.to_record())
         return user
 
+    def reserve_ids(self, count: int) -> range:
+        """``count`` consecutive new ids, never handed out again (for bulk writes)."""
+        last = self._store.incr(USER_ID_COUNTER, count)
+        return range(last - count + 1, last + 1)
+
+    @staticmethod
+    def entries(user: User) -> dict[str, dict[str, Any]]:
+        """What stores ``user`` (the record and the claim of its name), for a bulk
+        ``set_many`` (import, benchmark data); :meth:`create` claims the name first instead,
+        so that two creations of one name cannot both succeed."""
+        return {USERS: {str(user.id): user.to_record()}, USERNAMES: {user.username: user.id}}
+
+    def ids_by_username(self) -> dict[str, int]:
+        """Every claimed username and its user's id, in one read."""
+        return self._store.get_all(USERNAMES)
+
     def get(self, user_id: int) -> User | None:
         """The user with ``user_id``, or ``None`` (one store round trip)."""
         record = self._store.get(USERS, str(user_id))
