@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 from .base import (
     COUNTERS,
     ConfigurationError,
+    DefersWrites,
     KeyValueStore,
     StorageError,
     StorageUnavailable,
@@ -22,7 +23,7 @@ _BACKENDS = {
     "rediss": ("backends.redis", "RedisStore"),
     "unix": ("backends.redis", "RedisStore"),
     "redis+sentinel": ("backends.redis", "RedisStore"),
-    "redis+cluster": ("backends.redis", "RedisStore"),
+    "redis+cluster": ("backends.redis", "RedisClusterStore"),
 }
 
 ACCEPTED_FORMS = (
@@ -62,6 +63,7 @@ __all__ = [
     "ACCEPTED_FORMS",
     "COUNTERS",
     "ConfigurationError",
+    "DefersWrites",
     "KeyValueStore",
     "StorageError",
     "StorageUnavailable",

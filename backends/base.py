@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 COUNTERS = "counters"
 
@@ -156,10 +156,17 @@ class KeyValueStore(ABC):
     def close(self) -> None:
         """Release connections and threads. The store may not be used afterwards."""
 
+
+
+@runtime_checkable
+class DefersWrites(Protocol):
+    """A store whose writes can return before the backend has answered (Redis: the answer is
+    a round trip away). Not part of :class:`KeyValueStore`: stores without a round trip to
+    save do not implement it, and callers check with ``isinstance``."""
+
     def defer_writes(self) -> None:
         """Allow this thread's next writes to return before the backend has answered, until
-        :meth:`settle`; every other call still sees them. Backends without a round trip to
-        save ignore this."""
+        :meth:`settle`; every other call on the store still sees them."""
 
     def settle(self) -> None:
         """Stop deferring (see :meth:`defer_writes`) and wait for the answers owed; raise

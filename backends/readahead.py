@@ -129,12 +129,6 @@ class ReadAheadStore(KeyValueStore):
     def ping(self) -> None:
         self.store.ping()
 
-    def defer_writes(self) -> None:
-        self.store.defer_writes()
-
-    def settle(self) -> None:
-        self.store.settle()
-
     def close(self) -> None:
         self.forget()
         self.store.close()

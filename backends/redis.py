@@ -17,8 +17,8 @@ Promises, on top of :mod:`backends.base`:
 URL: ``redis://[[user]:password@]host[:port][/db]``, ``rediss://`` (TLS) or
 ``unix:///path/to/redis.sock[?db=N]``, plus our own query options ``prefix`` (default
 ``settings:``) and ``timeout`` (seconds; default the ``timeout`` passed to
-:meth:`RedisStore.from_url`, else 2.0). Other
-query options go to redis-py unchanged.
+:meth:`RedisStore.from_url`, else 2.0). Other query options go to redis-py unchanged. URLs
+are read, and clients made, by :mod:`backends.redisurl`.
 
 Beyond one server, with the same options (and no others):
 
@@ -26,22 +26,21 @@ Beyond one server, with the same options (and no others):
   ``service`` as the sentinels report it (redis-py ``Sentinel.master_for``); after a failover the
   next call finds the new master. The credentials are the master's; sentinels are asked without.
 * ``redis+cluster://[[user]:password@]host:port[,host:port]``: a Redis Cluster (redis-py
-  ``RedisCluster``), the nodes given being where discovery starts. A cluster transaction cannot
-  span hash slots, so :meth:`RedisStore.set_many` runs one ``MULTI``/``EXEC`` per group (hash
-  slot): all-or-nothing within each group, group after group across groups
+  ``RedisCluster``), the nodes given being where discovery starts; a store of its own,
+  :class:`RedisClusterStore`. A cluster transaction cannot span hash slots, so its
+  ``set_many`` runs one ``MULTI``/``EXEC`` per group (hash slot): all-or-nothing within each
+  group, group after group across groups
   (:attr:`~backends.base.KeyValueStore.atomic_across_groups` is ``False``).
 """
 
 from __future__ import annotations
 
-import math
 import os
 import secrets
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 import redis
 from redis.crc import key_slot
@@ -58,17 +57,7 @@ from .base import (
     encode,
 )
 from .rediscache import DELETED, NamespaceCache
-
-DEFAULT_PREFIX = "settings:"
-DEFAULT_TIMEOUT = 2.0
-ACCEPTED_FORMS = (
-    "redis://[[user]:password@]host[:port][/db], rediss://..., unix:///path/to/redis.sock, "
-    "redis+sentinel://host:port[,host:port]/service[/db], redis+cluster://host:port[,host:port] "
-    "(options: ?prefix=settings:&timeout=2.0&cache=off)"
-)
-SENTINEL, CLUSTER = "redis+sentinel", "redis+cluster"
-DEFAULT_PORTS = {SENTINEL: 26379, CLUSTER: 6379}
-CLUSTER_ATTEMPTS = 3  # redis-py retries a failed cluster call (re-reading the slot map) this often
+from .redisurl import ACCEPTED_FORMS, CLUSTER, SCHEMES, RedisTarget, connector, parse_url
 
 # KEYS[1]: hash, ARGV: field, expected encoding, new encoding.
 _COMPARE_AND_SET = """
@@ -95,192 +84,45 @@ def _group_and_rest(namespace: str) -> tuple[str, str]:
     return group, slash + rest
 
 
-def _nodes(url: str) -> tuple[str | None, str | None, list[tuple[str, int]]]:
-    """``(username, password, [(host, port), ...])`` of a sentinel or cluster URL."""
-    parts = urlsplit(url)
-    userinfo, at, hosts = parts.netloc.rpartition("@")
-    username, _, password = userinfo.partition(":") if at else ("", "", "")
-    nodes = []
-    for item in hosts.split(","):
-        host, colon, port = item.rpartition(":")
-        if not colon or host.endswith(":"):  # no port, or a bare IPv6 address
-            host, port = item, str(DEFAULT_PORTS[parts.scheme.lower()])
-        host = host.strip("[]")
-        if not host or not port.isdigit():
-            raise ConfigurationError(
-                f"bad node {item!r} in the Redis URL; give host:port[,host:port], "
-                f"use {ACCEPTED_FORMS}"
-            )
-        nodes.append((host, int(port)))
-    return unquote(username) or None, unquote(password) or None, nodes
-
-
-def _plain_client(url: str, timeout: float) -> Callable[[], redis.Redis]:
-    try:
-        pool = redis.ConnectionPool.from_url(
-            url, socket_connect_timeout=timeout, socket_timeout=timeout, decode_responses=True
-        )
-    except ValueError as exc:
-        raise ConfigurationError(f"malformed Redis URL: {exc}; use {ACCEPTED_FORMS}") from exc
-    client = redis.Redis(connection_pool=pool)
-    return lambda: client
-
-
-def _sentinel_client(url: str, timeout: float) -> Callable[[], redis.Redis]:
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-    from redis.sentinel import Sentinel
-
-    username, password, nodes = _nodes(url)
-    service, _, db = urlsplit(url).path.strip("/").partition("/")
-    if not service or not (db or "0").isdigit():
-        raise ConfigurationError(
-            f"a Sentinel URL's path is /service_name[/db], got {urlsplit(url).path!r}; "
-            f"use {ACCEPTED_FORMS}"
-        )
-    timeouts = {"socket_connect_timeout": timeout, "socket_timeout": timeout}
-    # One attempt per sentinel: the master's own connection retries, as plain clients do.
-    once = {**timeouts, "retry": Retry(NoBackoff(), 0)}
-    sentinel = Sentinel(nodes, sentinel_kwargs=once, **timeouts)
-    client = sentinel.master_for(
-        service, db=int(db or 0), username=username, password=password, decode_responses=True
-    )
-    return lambda: client
-
-
-def _cluster_client(url: str, timeout: float) -> Callable[[], redis.RedisCluster]:
-    from redis.backoff import NoBackoff
-    from redis.cluster import ClusterNode, RedisCluster
-    from redis.retry import Retry
-
-    username, password, nodes = _nodes(url)
-    if urlsplit(url).path.strip("/"):
-        raise ConfigurationError(
-            f"a Redis Cluster has only database 0: no path in redis+cluster:// URLs; "
-            f"use {ACCEPTED_FORMS}"
-        )
-
-    def connect() -> redis.RedisCluster:  # RedisCluster reads the slot map as it is built
-        return RedisCluster(
-            startup_nodes=[ClusterNode(host, port) for host, port in nodes],
-            username=username,
-            password=password,
-            socket_connect_timeout=timeout,
-            socket_timeout=timeout,
-            retry=Retry(NoBackoff(), CLUSTER_ATTEMPTS - 1),
-            decode_responses=True,
-        )
-
-    return connect
-
-
-_CLIENT_FACTORIES = {SENTINEL: _sentinel_client, CLUSTER: _cluster_client}
-
-
 class RedisStore(ReadsThroughGetEach, KeyValueStore):
     """One Redis hash per namespace, all keys under one prefix; thread-safe (a connection pool)."""
 
-    schemes = ("redis", "rediss", "unix", SENTINEL, CLUSTER)
+    schemes = SCHEMES
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        prefix: str = DEFAULT_PREFIX,
-        timeout: float = DEFAULT_TIMEOUT,
-        cache: bool = False,
-    ):
-        """``url`` is redis-py's, or a sentinel/cluster URL (without our options); nothing
-        connects until the first call. ``cache``: keep per-process copies of what is read
-        (see :mod:`backends.rediscache`); not on a cluster."""
-        if "{" in prefix or "}" in prefix:
-            raise ConfigurationError(
-                f"the Redis key prefix may not contain braces, got {prefix!r}; use {ACCEPTED_FORMS}"
-            )
-        self.prefix = prefix
-        self.timeout = timeout
-        scheme = urlsplit(url).scheme.lower()
-        self.atomic_across_groups = scheme != CLUSTER
-        # Every write announces its namespace, so that caching processes drop their copies
-        # (a cluster cannot publish inside a transaction: it neither announces nor caches).
-        self._channel = f"{prefix}invalidations" if scheme != CLUSTER else None
-        if cache and self._channel is None:
-            raise ConfigurationError("the cache option needs one Redis server or Sentinel, "
-                                     "not a cluster")
+    def __init__(self, target: RedisTarget) -> None:
+        """Nothing connects until the first call. With ``target.cache``, keep per-process
+        copies of what is read (see :mod:`backends.rediscache`)."""
+        self.target = target
+        self.prefix = target.prefix
+        self.timeout = target.timeout
+        # Every write announces its namespace, so that caching processes drop their copies.
+        self._channel = f"{target.prefix}invalidations"
         # Names this store's own announcements (with the process id: forked workers of one
         # preloaded app share the store object, not their copies).
         self._writer = secrets.token_hex(8)
         self._cache = (
-            NamespaceCache(self._subscriber_connection, self._channel, timeout, self._writer)
-            if cache
+            NamespaceCache(self._subscriber_connection, self._channel, self.timeout, self._writer)
+            if target.cache
             else None
         )
-        password = url.rpartition("@")[0].partition("://")[2].partition(":")[2]
-        self._secrets = [text for text in {password, unquote(password)} if text]
-        try:
-            self._connect = _CLIENT_FACTORIES.get(scheme, _plain_client)(url, timeout)
-        except ConfigurationError as exc:
-            raise ConfigurationError(self._hide_password(str(exc))) from None
+        self._connect = connector(target)
         self._client: redis.Redis | redis.RedisCluster | None = None
         self._client_lock = threading.Lock()
         self._held = _ThreadState()
-        self._where = self._hide_password(url.partition("?")[0])
 
     @classmethod
     def from_url(cls, url: str, *, timeout: float | str | None = None) -> RedisStore:
         """``timeout``: seconds for connecting and for each reply, unless the URL's ``?timeout=``
-        says otherwise (default 2.0)."""
-        parts = urlsplit(url)
-        if parts.scheme.lower() not in cls.schemes:
-            raise ConfigurationError(f"not a Redis URL: {parts.scheme}://...; use {ACCEPTED_FORMS}")
-        if parts.scheme.lower() not in ("unix", SENTINEL, CLUSTER):  # several nodes: see _nodes
-            if not parts.hostname:
-                raise ConfigurationError(f"no host in the Redis URL; use {ACCEPTED_FORMS}")
-            if not (parts.path.strip("/") or "0").isdigit():
-                raise ConfigurationError(
-                    f"the path of a Redis URL is the database number, got {parts.path!r}; "
-                    f"use {ACCEPTED_FORMS}"
-                )
-
-        options = parse_qsl(parts.query, keep_blank_values=True)
-        ours = {name: value for name, value in options if name in ("prefix", "timeout", "cache")}
-        theirs = [(name, value) for name, value in options if name not in ours]
-        if theirs and parts.scheme.lower() in (SENTINEL, CLUSTER):
-            raise ConfigurationError(
-                f"{parts.scheme}:// URLs take only the options prefix, timeout and cache, got "
-                f"{', '.join(sorted({name for name, _ in theirs}))}; use {ACCEPTED_FORMS}"
-            )
-        prefix = ours.get("prefix", DEFAULT_PREFIX)
-        timeout_text = ours.get("timeout") or timeout or DEFAULT_TIMEOUT
-        try:
-            seconds = float(timeout_text)
-        except ValueError:
-            seconds = math.nan
-        if not 0 < seconds < math.inf:
-            raise ConfigurationError(
-                f"the Redis timeout must be a positive number of seconds, got {timeout_text!r} "
-                f"(URL option ?timeout= or the storage timeout); use {ACCEPTED_FORMS}"
-            )
-        cache = ours.get("cache", "off").lower()
-        if cache not in ("on", "off"):
-            raise ConfigurationError(f"the cache option is on or off, got {cache!r}")
-        return cls(
-            # not urlunsplit, which writes unix:///path as unix:/path
-            url.partition("?")[0] + (f"?{urlencode(theirs)}" if theirs else ""),
-            prefix=prefix,
-            timeout=seconds,
-            cache=cache == "on",
-        )
+        says otherwise (default 2.0); see :func:`backends.redisurl.parse_url`."""
+        target = parse_url(url, timeout=timeout)
+        if target.scheme not in cls.schemes:
+            raise ConfigurationError(f"not a {cls.__name__} URL: {url!r}; use {ACCEPTED_FORMS}")
+        return cls(target)
 
     def __repr__(self) -> str:
-        return f"RedisStore({self._where!r}, prefix={self.prefix!r})"
+        return f"{type(self).__name__}({self.target.where!r}, prefix={self.prefix!r})"
 
     # -- plumbing -------------------------------------------------------------------------
-
-    def _hide_password(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
@@ -294,7 +136,8 @@ class RedisStore(ReadsThroughGetEach, KeyValueStore):
             text = str(exc)
             if type(exc).__name__ == "MasterNotFoundError":  # drop its dump of every sentinel
                 text = text.partition(" : ")[0]
-            message = self._hide_password(f"Redis at {self._where}: {type(exc).__name__}: {text}")
+            where = self.target.where
+            message = self.target.hide_password(f"Redis at {where}: {type(exc).__name__}: {text}")
             raise StorageUnavailable(message) from exc
 
     @property
@@ -416,13 +259,16 @@ class RedisStore(ReadsThroughGetEach, KeyValueStore):
         def send() -> Callable[[], list[Any]]:
             pipe = self._redis.pipeline(transaction=True)
             commands(pipe)
-            if self._channel is not None:
-                for namespace in announced:
-                    pipe.publish(self._channel, self._announcement(namespace))
+            self._announce(pipe, announced)
             results = pipe.execute()
             return lambda: results
 
         return send
+
+    def _announce(self, pipe: Any, namespaces: list[str]) -> None:
+        """Add the announcements of ``namespaces`` to a transaction."""
+        for namespace in namespaces:
+            pipe.publish(self._channel, self._announcement(namespace))
 
     def _announcement(self, namespace: str) -> str:
         return f"{self._writer}.{os.getpid()}|{namespace}"
@@ -472,17 +318,21 @@ class RedisStore(ReadsThroughGetEach, KeyValueStore):
         return found
 
     def set(self, namespace: str, key: str, value: Any) -> None:
+        """The hot path of every settings write: ``MULTI``/``HSET``/``PUBLISH``/``EXEC`` sent
+        at once (see :meth:`_send_transaction`)."""
         text, hash_key = encode(value), self._key(namespace)
-        if self._channel is None:
-            send = self._transaction([namespace], lambda pipe: pipe.hset(hash_key, key, text))
-        else:  # the hot path of every settings write
-            announcement = self._announcement(namespace)
+        announcement = self._announcement(namespace)
 
-            def send() -> Callable[[], list[Any]]:
-                return self._send_transaction(
-                    ("HSET", hash_key, key, text), ("PUBLISH", self._channel, announcement)
-                )
+        def send() -> Callable[[], list[Any]]:
+            return self._send_transaction(
+                ("HSET", hash_key, key, text), ("PUBLISH", self._channel, announcement)
+            )
 
+        self._set(namespace, key, text, send)
+
+    def _set(
+        self, namespace: str, key: str, text: str, send: Callable[[], Callable[[], list[Any]]]
+    ) -> None:
         with self._errors():
             self._write(
                 [namespace], send, lambda _: {namespace: {key: decode(text)}}, deferrable=True
@@ -496,15 +346,8 @@ class RedisStore(ReadsThroughGetEach, KeyValueStore):
         }
         if not encoded:
             return
-        batches = [encoded]
-        if not self.atomic_across_groups:  # one transaction per hash slot
-            slots: dict[int, dict[str, dict[str, str]]] = {}
-            for namespace, mapping in encoded.items():
-                slot = key_slot(self._key(namespace).encode())
-                slots.setdefault(slot, {})[namespace] = mapping
-            batches = list(slots.values())
         with self._errors():
-            for batch in batches:
+            for batch in self._transactions(encoded):
                 commands = lambda pipe, batch=batch: [
                     pipe.hset(self._key(ns), mapping=mapping) for ns, mapping in batch.items()
                 ]
@@ -513,6 +356,12 @@ class RedisStore(ReadsThroughGetEach, KeyValueStore):
                     self._transaction(list(batch), commands),
                     lambda _, batch=batch: {ns: decode_many(m) for ns, m in batch.items()},
                 )
+
+    def _transactions(
+        self, encoded: dict[str, dict[str, str]]
+    ) -> list[dict[str, dict[str, str]]]:
+        """How a :meth:`set_many` is cut into transactions: one here."""
+        return [encoded]
 
     def delete(self, namespace: str, key: str) -> bool:
         with self._errors():
@@ -537,9 +386,6 @@ class RedisStore(ReadsThroughGetEach, KeyValueStore):
             )
 
         with self._errors():
-            if expected is not None and self._channel is None:  # a cluster: one script call
-                args = [key, encode(expected), text]
-                return bool(self._compare_and_set(keys=[hash_key], args=args))
             results = self._write([namespace], self._transaction([namespace], command), changes)
         return bool(results[0])
 
@@ -572,9 +418,48 @@ class RedisStore(ReadsThroughGetEach, KeyValueStore):
         if client is None:
             return
         with self._errors():
-            client.close()
-            if isinstance(client, redis.Redis):
-                client.connection_pool.disconnect()
-                sentinel = getattr(client.connection_pool, "sentinel_manager", None)
-                if sentinel is not None:
-                    sentinel.close()
+            self._close_client(client)
+
+    def _close_client(self, client: Any) -> None:
+        client.close()
+        client.connection_pool.disconnect()
+        sentinel = getattr(client.connection_pool, "sentinel_manager", None)
+        if sentinel is not None:
+            sentinel.close()
+
+
+class RedisClusterStore(RedisStore):
+    """Redis Cluster: as :class:`RedisStore`, but a cluster transaction cannot span hash
+    slots, and a cluster cannot publish inside a transaction. So :meth:`set_many` runs one
+    transaction per slot (all-or-nothing per group, group after group:
+    :attr:`atomic_across_groups` is ``False``), writes announce nothing, and there is no
+    cache."""
+
+    schemes = (CLUSTER,)
+    atomic_across_groups = False
+
+    def set(self, namespace: str, key: str, value: Any) -> None:
+        text, hash_key = encode(value), self._key(namespace)
+        send = self._transaction([namespace], lambda pipe: pipe.hset(hash_key, key, text))
+        self._set(namespace, key, text, send)
+
+    def compare_and_set(self, namespace: str, key: str, expected: Any | None, value: Any) -> bool:
+        if expected is None:
+            return super().compare_and_set(namespace, key, expected, value)
+        with self._errors():  # one script call, no transaction around it
+            args = [key, encode(expected), encode(value)]
+            return bool(self._compare_and_set(keys=[self._key(namespace)], args=args))
+
+    def _announce(self, pipe: Any, namespaces: list[str]) -> None:
+        pass
+
+    def _transactions(
+        self, encoded: dict[str, dict[str, str]]
+    ) -> list[dict[str, dict[str, str]]]:
+        slots: dict[int, dict[str, dict[str, str]]] = {}
+        for namespace, mapping in encoded.items():
+            slots.setdefault(key_slot(self._key(namespace).encode()), {})[namespace] = mapping
+        return list(slots.values())
+
+    def _close_client(self, client: Any) -> None:
+        client.close()

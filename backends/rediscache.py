@@ -202,7 +202,11 @@ class _Subscription:
         self._reader = hiredis.Reader(encoding="utf-8", errors="replace")
         connection.connect()  # redis-py's handshake: TLS, credentials, database
         try:
-            self._socket = connection._sock  # redis-py offers no public handle on it
+            # redis-py offers no public handle on the socket. Kept because every cached read
+            # catches up first: with nothing waiting (local Redis, best of 5 x 20,000 calls)
+            # one recv here costs 4.1 us, redis-py's PubSub.get_message(timeout=0) 17.6 us,
+            # Connection.can_read(0) 7.3 us.
+            self._socket = connection._sock
             # A short read drains a TCP or Unix socket; TLS hands out one record at a time.
             self._short_read_drains = not isinstance(self._socket, ssl.SSLSocket)
             self._send(connection.pack_command("SUBSCRIBE", channel))

@@ -19,9 +19,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     a bad deployment stops at start-up. Sets the level of the ``settings_server`` loggers.
     """
     from backends import store_from_url
-    from backends.readahead import ReadAheadStore
 
-    from . import access_log, api, auth, errors
+    from . import access_log, api, auth, errors, speedups
     from .config import from_environment
     from .registry import load_registry
     from .service import SettingsService
@@ -31,11 +30,12 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config.update(config or {})
     app.json.sort_keys = False  # keep field order for anything rendered through Flask
 
-    store = ReadAheadStore(
-        store_from_url(app.config["SETTINGS_BACKEND"], timeout=app.config["SETTINGS_STORAGE_TIMEOUT"])
+    app.extensions["settings_store"] = store_from_url(
+        app.config["SETTINGS_BACKEND"], timeout=app.config["SETTINGS_STORAGE_TIMEOUT"]
     )
+    speedups.init_app(app)  # wraps the store: before anything takes it
+    store = app.extensions["settings_store"]
     registry = load_registry(app.config.get("SETTINGS_REGISTRY_FILE"))
-    app.extensions["settings_store"] = store
     app.extensions["settings_registry"] = registry
     app.extensions["settings_service"] = SettingsService(
         store, registry, currency_codes_override=app.config.get("INVENTREE_CURRENCY_CODES")

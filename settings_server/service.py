@@ -171,7 +171,8 @@ class SettingsService:
     def list(self, kind: Kind, user_id: int | None = None) -> list[Row]:
         """Every served setting of ``kind`` (for ``user_id``), in pk order, in one read."""
         ordinals = self._ordinals_for(kind)
-        stored = self.store.get_all(kind.namespace(user_id))
+        (namespace,) = self.planned_reads(kind, None, user_id)
+        stored = self.store.get_all(namespace)
         last = self._last_list.get(kind)
         if last is not None and last[0] == user_id and last[1] == stored:
             return last[2]  # the same stored values render to the same rows
@@ -209,15 +210,13 @@ class SettingsService:
     ) -> dict[str, list[str] | None]:
         """What :meth:`list` (``key`` None), :meth:`get` or (``writing``) :meth:`update` of
         ``key`` with a value will read, as ``{namespace: keys or None for all}``, to fetch it
-        ahead in one round trip."""
-        namespace = kind.namespace(user_id)
+        ahead in one round trip. Computed by the same helpers as those reads."""
         if key is None:
-            return {namespace: None}
+            return {kind.namespace(user_id): None}
         definition = self._definitions[kind].get(str(key).upper())
         if definition is None:
             return {}
-        keys = list(definition.related_keys) if writing else [definition.key, *definition.related_keys]
-        return {namespace: keys} if keys else {}
+        return self._reads(kind, definition, user_id, writing)
 
     def values(self, kind: Kind, keys: Iterable[str], user_id: int | None = None) -> dict[str, str]:
         """Current wire values of ``keys`` (defaults where nothing is stored), in one read."""
@@ -237,10 +236,8 @@ class SettingsService:
         """
         definition = self._definition(kind, key)
         ordinal = self._ordinals_for(kind)[definition.key]
-        if value is MISSING or definition.related_keys:
-            stored = self._read(kind, definition, user_id)
-        else:
-            stored = {}  # the new value does not depend on anything stored: nothing to read
+        # With a value, only what checking it needs (nothing, if it depends on nothing stored).
+        stored = self._read(kind, definition, user_id, writing=value is not MISSING)
         if value is not MISSING:
             stored = {**stored, definition.key: self.validate(kind, key, value, stored, user_id)}
             self.store.set(kind.namespace(user_id), definition.key, stored[definition.key])
@@ -278,9 +275,19 @@ class SettingsService:
             raise SettingNotFound(key)
         return definition
 
-    def _read(self, kind: Kind, definition: SettingDefinition, user_id: int | None) -> dict:
-        keys = [definition.key, *definition.related_keys]
-        return self.store.get_many(kind.namespace(user_id), keys)
+    def _reads(
+        self, kind: Kind, definition: SettingDefinition, user_id: int | None, writing: bool
+    ) -> dict[str, list[str]]:
+        """What reading ``definition`` (its value and the settings its value depends on) or
+        checking a write of it (``writing``: only the latter) reads: ``{namespace: keys}``."""
+        keys = [*definition.related_keys] if writing else [definition.key, *definition.related_keys]
+        return {kind.namespace(user_id): keys} if keys else {}
+
+    def _read(
+        self, kind: Kind, definition: SettingDefinition, user_id: int | None, writing: bool = False
+    ) -> dict:
+        reads = self._reads(kind, definition, user_id, writing)
+        return {k: v for ns, keys in reads.items() for k, v in self.store.get_many(ns, keys).items()}
 
     def _value(self, kind: Kind, definition: SettingDefinition, stored: Mapping, user_id) -> str:
         value = stored.get(definition.key)

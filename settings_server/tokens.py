@@ -28,7 +28,7 @@ from marshmallow import ValidationError
 from backends import KeyValueStore
 
 from .fields import clean_text
-from .users import USERS, User, UserDirectory
+from .users import User, UserDirectory
 
 TOKENS = "tokens"
 TOKEN_ID_COUNTER = "token_id"
@@ -151,7 +151,7 @@ class TokenStore:
         owner = self._owners.get(token_digest)
         if owner is None:
             return None, {TOKENS: [token_digest]}
-        return owner, {TOKENS: [token_digest], USERS: [str(owner)]}
+        return owner, {TOKENS: [token_digest], **self._users.planned_reads(owner)}
 
     def issue(
         self, user: User, name: str = "", *, user_agent: str = "", remote_addr: str = ""

@@ -153,8 +153,14 @@ class UserDirectory:
 
     def get(self, user_id: int) -> User | None:
         """The user with ``user_id``, or ``None`` (one store round trip)."""
-        record = self._store.get(USERS, str(user_id))
+        ((namespace, (key,)),) = self.planned_reads(user_id).items()
+        record = self._store.get(namespace, key)
         return None if record is None else User.from_record(record)
+
+    @staticmethod
+    def planned_reads(user_id: int) -> dict[str, list[str]]:
+        """What :meth:`get` reads, to fetch it ahead with other reads."""
+        return {USERS: [str(user_id)]}
 
     def get_by_username(self, username: str) -> User | None:
         """The user called ``username``, or ``None``."""

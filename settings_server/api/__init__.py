@@ -3,28 +3,22 @@
 from __future__ import annotations
 
 import functools
-import logging
 
 from flask import Flask, current_app, request
 from flask_smorest import Api
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import RequestRedirect
 
-from backends import StorageUnavailable
-from backends.readahead import ReadAheadStore
-
-from .. import __version__, auth
+from .. import __version__, auth, speedups
 from ..errors import (
     PERMISSION_DENIED,
     allow_header,
     fail_detail,
     json_response,
-    storage_unavailable,
 )
 from . import settings
 
 JSON_TYPES = ("application/json", "application/*", "*/*")
-LOGGER = logging.getLogger("settings_server.api")
 
 
 def init_app(app: Flask) -> None:
@@ -72,9 +66,7 @@ def init_app(app: Flask) -> None:
     api.register_blueprint(users.blp)
     app.extensions["settings_api"] = api
     app.before_request(before_api_request)
-    app.teardown_request(forget_reads)
-    app.after_request(settle_writes)  # after_request hooks run last registered first:
-    app.after_request(add_allow_header)  # the write's answer has this much longer to come
+    app.after_request(add_allow_header)
 
 
 def before_api_request():
@@ -83,9 +75,7 @@ def before_api_request():
     if not request.path.startswith("/api"):
         return None
     negotiate()
-    read_ahead()
-    if request.method not in auth.SAFE_METHODS:
-        current_app.extensions["settings_store"].defer_writes()
+    speedups.begin_request()
     auth.authenticate()
     return check_route()
 
@@ -100,40 +90,6 @@ def negotiate() -> None:
     accepted = [value for value, _quality in request.accept_mimetypes]
     if accepted and not any(value in JSON_TYPES for value in accepted):
         fail_detail(406, "Could not satisfy the request Accept header.")
-
-
-def read_ahead() -> None:
-    """Fetch in one round trip what authentication and the view will read (when the store
-    supports it): a token, its user and the settings the route serves."""
-    store = current_app.extensions["settings_store"]
-    if not isinstance(store, ReadAheadStore) or request.url_rule is None:
-        return
-    user_id, reads = auth.planned_reads()
-    reads.update(settings.planned_reads(user_id))
-    if reads:
-        store.read_ahead(reads)
-
-
-def settle_writes(response):
-    """Wait for the answers to the request's writes (sent while the view went on, see
-    ``KeyValueStore.defer_writes``) before the response leaves: 503 if one failed."""
-    if request.method not in auth.SAFE_METHODS:
-        try:
-            current_app.extensions["settings_store"].settle()
-        except StorageUnavailable as exc:
-            return storage_unavailable(exc)
-    return response
-
-
-def forget_reads(_exc: BaseException | None = None) -> None:
-    store = current_app.extensions["settings_store"]
-    if isinstance(store, ReadAheadStore):
-        store.forget()
-    if request.method not in auth.SAFE_METHODS:
-        try:
-            store.settle()  # if settle_writes did not run: the next request owes nothing
-        except StorageUnavailable:
-            LOGGER.warning("a write of a failed request has no answer either", exc_info=True)
 
 
 def check_route():

@@ -38,25 +38,6 @@ def service() -> SettingsService:
     return current_app.extensions["settings_service"]
 
 
-def planned_reads(user_id: int | None) -> dict[str, list[str] | None]:
-    """The settings this request's view will read (see :meth:`SettingsService.planned_reads`)."""
-    view_class = getattr(current_app.view_functions[request.url_rule.endpoint], "view_class", None)
-    kind = getattr(view_class, "kind", None)
-    if kind is None or (kind.per_user and user_id is None):
-        return {}
-    args = request.view_args or {}
-    key = args.get("key")
-    if "pk" in args:
-        try:
-            owner, key = service().locate(kind, args["pk"])
-        except SettingNotFound:
-            return {}
-        if owner != user_id:
-            return {}
-    writing = request.method in ("PUT", "PATCH")
-    return service().planned_reads(kind, key, user_id, writing=writing)
-
-
 # -- views ---------------------------------------------------------------------------------
 
 
@@ -80,6 +61,15 @@ class SettingsList(MethodView):
     def locate(self, writing: bool) -> dict[str, Any]:
         user = auth.require_user()
         return {"user_id": user.id if self.kind.per_user else None}
+
+    @classmethod
+    def planned_reads(
+        cls, user_id: int | None, path: dict[str, Any], method: str
+    ) -> dict[str, list[str] | None]:
+        """What :meth:`get` will read (see :mod:`settings_server.speedups`)."""
+        if cls.kind.per_user and user_id is None:
+            return {}
+        return service().planned_reads(cls.kind, None, user_id)
 
 
 def list_view(kind: Kind, class_name: str, summary: str) -> type[SettingsList]:
@@ -112,6 +102,23 @@ class SettingDetail(MethodView):
             not_found()
         return {"key": key, "user_id": user.id if self.kind.per_user else None}
 
+    @classmethod
+    def planned_reads(
+        cls, user_id: int | None, path: dict[str, Any], method: str
+    ) -> dict[str, list[str] | None]:
+        """What reading or (PUT, PATCH) writing the setting will read (see
+        :mod:`settings_server.speedups`)."""
+        if cls.kind.per_user and user_id is None:
+            return {}
+        key = cls.planned_key(user_id, **path)
+        if key is None:
+            return {}
+        return service().planned_reads(cls.kind, key, user_id, writing=method in ("PUT", "PATCH"))
+
+    @classmethod
+    def planned_key(cls, user_id: int | None, key: str) -> str | None:
+        return key
+
 
 class NotificationSettingDetail(SettingDetail):
     def locate(self, writing: bool, pk: int) -> dict[str, Any]:
@@ -127,6 +134,14 @@ class NotificationSettingDetail(SettingDetail):
         if owner != user.id:
             not_found()
         return {"key": key, "user_id": user.id}
+
+    @classmethod
+    def planned_key(cls, user_id: int | None, pk: int) -> str | None:
+        try:
+            owner, key = service().locate(NOTIFICATION, pk)
+        except SettingNotFound:
+            return None
+        return key if owner == user_id else None
 
 
 def detail_view(

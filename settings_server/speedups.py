@@ -1,0 +1,101 @@
+"""The speed-up protocol of an API request, in one place: reads ahead, writes deferred.
+
+* **Read-ahead.** Authentication reads a token and its user, the view some settings: one after
+  the other, a round trip each. When the request says what they will be, they are fetched in
+  one :meth:`~backends.readahead.ReadAheadStore.read_ahead` call first; the real reads are
+  then answered from that batch. Each prediction (*planner*) is built from the same key
+  computation as the read it predicts (:meth:`TokenStore.planned_reads` beside
+  :meth:`TokenStore.authenticate`, :meth:`UserDirectory.planned_reads` beside
+  :meth:`UserDirectory.get`, :meth:`SettingsService.planned_reads` beside its reads), so the
+  two cannot drift apart; a read the batch does not cover goes to the store, so a wrong
+  prediction costs a round trip, never a stale answer. Views declare theirs as a class method
+  ``planned_reads(user_id, view_args, method)``.
+* **Deferred writes.** With a store that implements :class:`backends.DefersWrites` (Redis),
+  an unsafe request's writes are sent at once and their answers read while the response is
+  rendered, before it leaves (503 if one failed).
+
+:func:`init_app` wraps the store and registers the hooks that end a request;
+:func:`begin_request` is called by the API's before-request hook after content negotiation
+and before authentication, where DRF's order puts the first read.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, current_app, request
+
+from backends import DefersWrites, StorageUnavailable
+from backends.readahead import ReadAheadStore
+
+from . import auth
+from .errors import storage_unavailable
+
+LOGGER = logging.getLogger("settings_server.speedups")
+EXTENSION = "settings_speedups"
+
+
+class Speedups:
+    """The app's read-ahead wrapper and, if its store defers writes, that store."""
+
+    def __init__(self, store: ReadAheadStore) -> None:
+        self.store = store
+        self.deferring = store.store if isinstance(store.store, DefersWrites) else None
+
+
+def init_app(app: Flask) -> None:
+    """Wrap ``app.extensions["settings_store"]`` for read-ahead (call before anything takes
+    the store) and register the end-of-request hooks. The settling hook is registered before
+    the API's own ``after_request`` hooks, so it runs after them: the writes' answers have
+    that much longer to arrive."""
+    store = ReadAheadStore(app.extensions["settings_store"])
+    app.extensions["settings_store"] = store
+    app.extensions[EXTENSION] = Speedups(store)
+    app.after_request(settle_writes)
+    app.teardown_request(end_request)
+
+
+def _speedups() -> Speedups:
+    return current_app.extensions[EXTENSION]
+
+
+def begin_request() -> None:
+    """Fetch what authentication and the view will read, in one round trip, and start
+    deferring an unsafe request's writes."""
+    speedups = _speedups()
+    if request.url_rule is not None:
+        user_id, reads = auth.planned_reads()
+        view_class = getattr(
+            current_app.view_functions[request.url_rule.endpoint], "view_class", None
+        )
+        planner = getattr(view_class, "planned_reads", None)
+        if planner is not None:
+            reads.update(planner(user_id, request.view_args or {}, request.method))
+        if reads:
+            speedups.store.read_ahead(reads)
+    if speedups.deferring is not None and request.method not in auth.SAFE_METHODS:
+        speedups.deferring.defer_writes()
+
+
+def settle_writes(response: Response) -> Response:
+    """Wait for the answers to the request's deferred writes before the response leaves:
+    503 if one failed."""
+    deferring = _speedups().deferring
+    if deferring is not None and request.method not in auth.SAFE_METHODS:
+        try:
+            deferring.settle()
+        except StorageUnavailable as exc:
+            return storage_unavailable(exc)
+    return response
+
+
+def end_request(_exc: BaseException | None = None) -> None:
+    """End the read-ahead batch; settle writes :func:`settle_writes` did not (a request that
+    failed), so that the next request owes nothing."""
+    speedups = _speedups()
+    speedups.store.forget()
+    if speedups.deferring is not None and request.method not in auth.SAFE_METHODS:
+        try:
+            speedups.deferring.settle()
+        except StorageUnavailable:
+            LOGGER.warning("a write of a failed request has no answer either", exc_info=True)
