@@ -550,6 +550,22 @@ def test_search_regex_refused_is_400_naming_search(client, user_h, pattern, reas
     assert message.startswith("Invalid regular expression: ") and reason in message
 
 
+ONE_KEY = {"search": "^INVENTREE_INSTANCE$", "search_regex": "1", "limit": "1"}
+
+
+def test_the_same_query_answers_the_same_every_time(client, user_h, staff_h):
+    """Loaded query arguments are kept per query string: a refused one is refused again, and a
+    kept page still follows the rows."""
+    for _ in range(2):
+        resp = client.get(G, query_string={"search": "PART_(", "search_regex": "1"}, headers=user_h)
+        assert resp.status_code == 400
+        resp = client.get(G, query_string=ONE_KEY, headers=user_h)
+        assert resp.get_json()["count"] == 1
+    client.patch(G + "INVENTREE_INSTANCE/", json={"value": "kept"}, headers=staff_h)
+    resp = client.get(G, query_string=ONE_KEY, headers=user_h)
+    assert resp.get_json()["results"][0]["value"] == "kept"
+
+
 def test_search_regex_catastrophic_for_backtracking_is_answered(client, user_h):
     # (\w+)+! backtracks exponentially on a long key in Python's re; RE2 answers in linear time
     resp = client.get(G, query_string={"search": r"(\w+)+!", "search_regex": "1"}, headers=user_h)

@@ -43,20 +43,35 @@ class Parser(FlaskParser):
     DEFAULT_VALIDATION_STATUS = 400
     __location_map__: ClassVar[dict[str, str]] = {**FlaskParser.__location_map__, BODY: "load_body"}
 
+    #: Distinct query strings whose loaded arguments are kept, per schema.
+    KEPT_QUERIES = 256
+
     def __init__(self) -> None:
         super().__init__()
-        self._defaults: dict[int, Any] = {}
+        self._loaded: dict[tuple[int, bytes], Any] = {}
 
     def parse(self, argmap: Any, req: Request | None = None, *, location: str | None = None,
               **kwargs: Any) -> Any:
-        """Without a query string, query arguments are the schema's defaults, loaded once: a
-        list GET without one costs no parsing (measured: see README, *Benchmark*)."""
-        if location == "query" and isinstance(argmap, Schema) and not request.query_string:
-            try:
-                return self._defaults[id(argmap)]
-            except KeyError:
-                return self._defaults.setdefault(id(argmap), argmap.load({}))
-        return super().parse(argmap, req, location=location, **kwargs)
+        """Query arguments are a function of the query string alone, so each distinct one is
+        loaded once (up to :data:`KEPT_QUERIES`; an invalid one raises every time): list GETs
+        repeat theirs, and without a query string there is nothing to parse at all. Measured
+        in-process (best of 7 x 5,000): loading ``?limit=25&offset=25`` anew costs 30 us for
+        ``LimitOffset`` and 40 us for ``ListQuery``; kept, 3 us each."""
+        if location != "query" or not isinstance(argmap, Schema):
+            return super().parse(argmap, req, location=location, **kwargs)
+        key = (id(argmap), request.query_string)
+        try:
+            return self._loaded[key]
+        except KeyError:
+            pass
+        if request.query_string:
+            loaded = super().parse(argmap, req, location=location, **kwargs)
+        else:
+            loaded = argmap.load({})
+        if len(self._loaded) >= self.KEPT_QUERIES:
+            self._loaded.clear()
+        self._loaded[key] = loaded
+        return loaded
 
     def load_body(self, req: Request, schema: Schema) -> Any:
         """The body as DRF reads it: form and multipart as fields, anything else JSON; no body
@@ -141,6 +156,10 @@ class RowPage(Page):
     """One page of pre-rendered rows, as DRF's ``LimitOffsetPagination`` renders it."""
 
     page_params: LimitOffsetParameters
+
+    def __init__(self, collection: Sequence[Row], page_params: LimitOffsetParameters) -> None:
+        # Page counts the items into its parameters: a copy, as the parser keeps the loaded one
+        super().__init__(collection, copy.copy(page_params))
 
     def response(self) -> Response:
         params = self.page_params
