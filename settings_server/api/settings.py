@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import re
-
-import re2
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
+import re2
 from flask import current_app, request
 from flask.views import MethodView
 from flask_smorest import Blueprint
