@@ -4,7 +4,7 @@ the bytes our server gave for it, with no auth, no store and no registry.
 ``BENCH_CEILING_RESPONSES`` names a JSON file written by ``run.py``: a list of
 ``{"method", "path", "status", "content_type", "body"}`` where ``path`` includes the query
 string and ``body`` is the response text. Run under the same gunicorn settings as the server
-(``gunicorn -w 2 -k sync ceiling:app`` from ``bench/``), its throughput is what Flask and
+(``gunicorn -w 2 -k <worker class> ceiling:app`` from ``bench/``), its throughput is what Flask and
 gunicorn alone reach on this machine for those bodies.
 """
 

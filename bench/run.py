@@ -4,7 +4,7 @@ For each backend (Redis on a private ``redis-server``, SQLite on a temp file) it
 
 1. creates a staff user ``bench`` and an API token with the Python API, and stores the same few
    user settings for it;
-2. starts ``gunicorn -w 2 -k sync wsgi:app`` on that store, fetches every benchmarked request
+2. starts ``gunicorn -w 2 -k <the shipped gevent worker> wsgi:app`` on that store, fetches every benchmarked request
    once (each must answer 200; the run stops otherwise) and hands the exact bodies and content
    types to ``bench/ceiling.py``, a bare Flask app started under the same gunicorn settings;
 3. drives ours and the ceiling alternately, endpoint by endpoint, with ``wrk`` and token auth
@@ -54,7 +54,14 @@ BENCH = REPO / "bench"
 WRK_SCRIPT = BENCH / "request.lua"
 RESULTS = BENCH / "RESULTS.md"
 
-GUNICORN_FLAGS = ("-w", "2", "-k", "sync", "--log-level", "warning")
+#: The worker class ``settings-server run`` ships (settings_server/gunicorn_conf.py); both
+#: servers run under it unless ``--worker-class`` says otherwise.
+SHIPPED_WORKER = "settings_server.serving.Worker"
+
+
+def gunicorn_flags(worker_class: str) -> tuple[str, ...]:
+    return ("-w", "2", "-k", worker_class, "--log-level", "warning")
+
 #: Given to both servers with ``-c``, so that neither reads a ``gunicorn.conf.py`` of its own
 #: directory (the repository's would apply to ours only): the settings are the flags above.
 GUNICORN_CONFIG = '"""Empty: bench/run.py passes every gunicorn setting on the command line."""\n'
@@ -275,7 +282,8 @@ class Server:
 class Run(contextlib.ExitStack):
     """Owns the temp directory and every process of the run; closing stops them all."""
 
-    def __init__(self) -> None:
+    def __init__(self, worker_class: str = SHIPPED_WORKER) -> None:
+        self.worker_class = worker_class
         super().__init__()
         self.tmp = Path(self.enter_context(tempfile.TemporaryDirectory(prefix="settings-bench-")))
         self._procs: list[subprocess.Popen] = []
@@ -350,7 +358,7 @@ class Run(contextlib.ExitStack):
         if not config.exists():
             config.write_text(GUNICORN_CONFIG)
         argv = [
-            sys.executable, "-m", "gunicorn", "-c", str(config), *GUNICORN_FLAGS,
+            sys.executable, "-m", "gunicorn", "-c", str(config), *gunicorn_flags(self.worker_class),
             "-b", f"127.0.0.1:{port}", "--error-logfile", str(log), app,
         ]  # fmt: skip
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("SETTINGS_")}
@@ -708,7 +716,7 @@ def machine_facts(args: argparse.Namespace) -> list[tuple[str, str]]:
         (
             "Servers",
             (
-                f"gunicorn -c (empty) {' '.join(GUNICORN_FLAGS)} -b 127.0.0.1:<port>, no "
+                f"gunicorn -c (empty) {' '.join(gunicorn_flags(args.worker_class))} -b 127.0.0.1:<port>, no "
                 f"access log (ours also with {' '.join(f'{k}={v}' for k, v in APP_ENV.items())}"
                 ", which silences its per-request log)"
             ),
@@ -888,6 +896,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--redis-options", default="cache=on",
         help="query options of the Redis URL our server gets (cache=on; '' for none)",
     )
+    parser.add_argument(
+        "--worker-class", default=SHIPPED_WORKER,
+        help=f"gunicorn worker class of both servers ({SHIPPED_WORKER}, as shipped; or sync)",
+    )
     parser.add_argument("--write", action="store_true", help=f"also write {RESULTS}")
     args = parser.parse_args(argv)
     args.backends = [b.strip() for b in args.backends.split(",") if b.strip()]
@@ -912,7 +924,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(sig, _terminate)
     started = time.monotonic()
     try:
-        with Run() as run:
+        with Run(args.worker_class) as run:
             load_at_start = os.getloadavg()[0]
             machine = machine_facts(args)
             results = []

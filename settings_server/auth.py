@@ -38,6 +38,7 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from backends import KeyValueStore
 
+from . import security
 from .errors import NOT_AUTHENTICATED, PERMISSION_DENIED, fail_detail
 from .tokens import TokenRejected, TokenStore
 from .users import DuplicateUser, User, UserDirectory
@@ -277,8 +278,18 @@ def _basic_user(auth: Authenticator, parts: list[str]) -> User:
         username, password = decoded.split(":", 1)
     except (ValueError, binascii.Error):
         _unauthorized("Invalid basic header. Credentials not correctly base64 encoded.")
+    throttle = security.throttle()
+    address = request.remote_addr or ""
+    wait = throttle.retry_after(address, username)
+    if wait is not None:  # refused before the password costs a hash
+        fail_detail(
+            429,
+            f"Request was throttled. Expected available in {wait} seconds.",
+            {"Retry-After": str(wait)},
+        )
     user = auth.users.authenticate(username, password)
     if user is None:
+        throttle.failed(address, username)
         _unauthorized("Invalid username/password.")
     return user
 

@@ -19,6 +19,13 @@ ENVIRONMENT = {
     "SETTINGS_TRUSTED_ORIGINS": "",
     "SETTINGS_STORAGE_TIMEOUT": "2.0",
     "INVENTREE_CURRENCY_CODES": None,
+    # Limits that protect the server (settings_server/security.py, settings_server/serving.py).
+    "SETTINGS_MAX_BODY_BYTES": "1048576",
+    "SETTINGS_LOGIN_LIMIT_PER_ADDRESS": "10/minute",
+    "SETTINGS_LOGIN_LIMIT_PER_USERNAME": "5/5 minutes",
+    "SETTINGS_TRUSTED_PROXIES": "",
+    "SETTINGS_HEADER_TIMEOUT": "5",
+    "SETTINGS_WORKER_CONNECTIONS": "1000",
     # Serving (settings-server run / settings_server/gunicorn_conf.py) and logs.
     "SETTINGS_BIND": "127.0.0.1:8000",
     "WEB_CONCURRENCY": None,  # gunicorn workers; None: 2 x cores + 1 (at most 8), 1 for memory://

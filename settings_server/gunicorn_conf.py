@@ -9,6 +9,11 @@ options (``--bind``, ``-w``) and ``GUNICORN_CMD_ARGS`` still override it.
 * ``bind``: ``SETTINGS_BIND``, default ``127.0.0.1:8000`` (local only: put a proxy in front or
   set ``0.0.0.0:8000``); several addresses separated by commas; ``unix:/path`` for a socket.
 * ``workers``: ``WEB_CONCURRENCY``, default 2 x cores + 1 (at most 8), 1 for ``memory://``.
+* ``worker_class``: gunicorn's gevent worker whose own errors are JSON
+  (:mod:`settings_server.serving` says why gevent): up to ``SETTINGS_WORKER_CONNECTIONS``
+  (1000) connections per worker; a client has ``SETTINGS_HEADER_TIMEOUT`` (5) seconds to send
+  a request's headers, and an idle kept-alive connection is closed after as long. Request line
+  and header limits are gunicorn's defaults, stated here because we rely on them.
 * Access log: the app writes one JSON line per request to stdout
   (:mod:`settings_server.access_log`); gunicorn's own access log stays off, because it would
   repeat each request without the user and with the query string.
@@ -69,6 +74,12 @@ wsgi_app = "settings_server.wsgi:app"
 bind = [address.strip() for address in _config["SETTINGS_BIND"].split(",") if address.strip()]
 workers = int(_config["WEB_CONCURRENCY"] or default_workers(_backend))
 graceful_timeout = int(_config["SETTINGS_GRACEFUL_TIMEOUT"])
+worker_class = "settings_server.serving.Worker"
+worker_connections = int(_config["SETTINGS_WORKER_CONNECTIONS"])
+keepalive = int(_config["SETTINGS_HEADER_TIMEOUT"])  # gevent: also the header read time-out
+limit_request_line = 4094  # bytes; longer: 414
+limit_request_fields = 100  # more: 431
+limit_request_field_size = 8190  # bytes; longer: 431
 loglevel = _config["SETTINGS_LOG_LEVEL"].lower()
 accesslog = None
 errorlog = "-"

@@ -17,6 +17,7 @@ import dataclasses
 import hmac
 import re
 import secrets
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -188,7 +189,7 @@ class UserDirectory:
         unknown name as for a wrong password."""
         user = self.get_by_username(username)
         if user is None:
-            check_password_hash(_DUMMY_HASH, password)
+            _off_the_loop(check_password_hash, _DUMMY_HASH, password)
             return None
         if not user.is_active or not self._check_remembered(user, password):
             return None
@@ -212,9 +213,9 @@ class UserDirectory:
     def check_password(user: User, password: str) -> bool:
         """Whether ``password`` is the user's password (always ``False`` without one)."""
         if not user.password_hash:
-            check_password_hash(_DUMMY_HASH, password)
+            _off_the_loop(check_password_hash, _DUMMY_HASH, password)
             return False
-        return check_password_hash(user.password_hash, password)
+        return _off_the_loop(check_password_hash, user.password_hash, password)
 
     def set_password(self, user_id: int, password: str) -> User:
         """Replace the password (salted scrypt hash). Ends sessions made with the old one."""
@@ -257,3 +258,15 @@ class UserDirectory:
             if self._store.compare_and_set(USERS, key, record, updated.to_record()):
                 return updated
         raise UserError(f"user {user_id} is being changed concurrently; try again")
+
+
+def _off_the_loop(function: Callable[..., bool], *args: str) -> bool:
+    """``function(*args)`` in a real thread when the process runs under gevent (the shipped
+    worker, see :mod:`settings_server.serving`): scrypt takes ~200 ms of CPU and releases the
+    GIL, so the worker's other connections go on meanwhile. A plain call otherwise."""
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is None or not monkey.is_module_patched("threading"):
+        return function(*args)
+    from gevent import get_hub
+
+    return get_hub().threadpool.apply(function, args)

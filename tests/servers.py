@@ -65,7 +65,7 @@ class Server:
             try:
                 requests.get(f"{self.url}/api/health/", timeout=2)
                 return self
-            except (requests.ConnectionError, requests.Timeout):  # not bound, or still booting
+            except (requests.ConnectionError, requests.Timeout):  # refused, or still booting
                 if self.process.poll() is not None or time.monotonic() > deadline:
                     self.stop()
                     raise RuntimeError(f"server did not start:\n{self.stderr()}") from None

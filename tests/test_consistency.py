@@ -31,6 +31,11 @@ GLOBAL = "/api/settings/global/INVENTREE_INSTANCE/"
 USER = "/api/settings/user/LAST_USED_PRINTING_MACHINES/"
 TOKEN = "/api/user/token/"
 ME = "/api/user/me/"
+# The rounds send an old password again and again on purpose: not the login throttle's case.
+UNTHROTTLED = {
+    "SETTINGS_LOGIN_LIMIT_PER_ADDRESS": "10000/minute",
+    "SETTINGS_LOGIN_LIMIT_PER_USERNAME": "10000/minute",
+}
 
 
 def basic(username: str, password: str) -> dict[str, str]:
@@ -155,8 +160,8 @@ def test_two_servers_on_one_redis(servers, redis_url, cache):
     accounts = Accounts(redis_url)
     backend = f"{redis_url}&cache={cache}"
     try:
-        first = servers.start(backend, "--workers", "2")
-        second = servers.start(backend, "--workers", "2")
+        first = servers.start(backend, "--workers", "2", **UNTHROTTLED)
+        second = servers.start(backend, "--workers", "2", **UNTHROTTLED)
         check_rounds([first.url, second.url], accounts, patience=0.1 if cache == "on" else 0.0)
     finally:
         accounts.close()
@@ -174,7 +179,7 @@ def test_two_workers_on_one_sqlite_file(servers, tmp_path):
     backend = f"sqlite:///{tmp_path}/shared.db"
     accounts = Accounts(backend)
     try:
-        server = servers.start(backend, "--workers", "2")
+        server = servers.start(backend, "--workers", "2", **UNTHROTTLED)
         check_rounds([server.url], accounts)
         # Which worker accepts a request is the kernel's choice: write and read on until at
         # least three reads were answered by the worker that had not made the write.
