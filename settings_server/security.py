@@ -25,7 +25,7 @@ from typing import Any
 from flask import Flask, Response, current_app, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from .errors import json_response
+from .rendering import json_response
 from .throttle import LoginThrottle
 
 SECURITY_HEADERS = {

@@ -10,12 +10,8 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import RequestRedirect
 
 from .. import __version__, auth, speedups
-from ..errors import (
-    PERMISSION_DENIED,
-    allow_header,
-    fail_detail,
-    json_response,
-)
+from ..errors import PERMISSION_DENIED, fail_detail
+from ..rendering import allow_header, json_response
 from . import settings
 
 JSON_TYPES = ("application/json", "application/*", "*/*")
