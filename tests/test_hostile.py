@@ -539,3 +539,49 @@ def test_gunicorn_errors_are_json(shipped):
         assert_security_headers(headers)
     # The server is still there for everybody else.
     assert requests.get(server.url + "/api/health/", timeout=5).status_code == 200
+
+
+# -- slow bodies --------------------------------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: a chunked body is read (security.ChunkedBodyLimit) before authentication and "
+    "without any time limit, so an anonymous client trickling one a byte a second holds its "
+    "connection for ever; worker_connections of them (1000 a worker by default) and nobody "
+    "else gets in",
+)
+def test_anonymous_slow_chunked_bodies_are_cut_off(servers, tmp_path):
+    """A worker that holds at most 20 connections (SETTINGS_WORKER_CONNECTIONS=20, one
+    worker, SETTINGS_HEADER_TIMEOUT=2) and 20 anonymous clients that send a chunked PATCH
+    body a byte a second: within 10 s the server has ended them all (a body is owed as
+    promptly as headers), and a normal request is answered."""
+    server = servers.start(f"sqlite:///{tmp_path / 'slowbody.db'}", "--workers", "1",
+                           SETTINGS_WORKER_CONNECTIONS="20", SETTINGS_HEADER_TIMEOUT="2")
+    head = (f"PATCH {USER_SETTING} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n1\r\n{\r\n")
+    slow = []
+    try:
+        for _ in range(20):
+            sock = connect(server)
+            sock.sendall(head.encode())
+            slow.append(sock)
+        ended = set()
+        started = time.monotonic()
+        while len(ended) < len(slow) and time.monotonic() - started < 10:
+            for i, sock in enumerate(slow):
+                if i in ended:
+                    continue
+                readable, _, _ = select.select([sock], [], [], 0)
+                if readable:
+                    ended.add(i)  # closed, or answered (a 408 or 413 would do)
+                    continue
+                with contextlib.suppress(OSError):
+                    sock.send(b"1\r\n \r\n")
+            time.sleep(1)
+        assert len(ended) == len(slow), f"{len(slow) - len(ended)} still held after 10 s"
+        assert requests.get(server.url + "/api/health/", timeout=3).status_code == 200
+    finally:
+        for sock in slow:
+            sock.close()
+    server.stop(signal.SIGQUIT)
