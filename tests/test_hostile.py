@@ -544,20 +544,14 @@ def test_gunicorn_errors_are_json(shipped):
 # -- slow bodies --------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a chunked body is read (security.ChunkedBodyLimit) before authentication and "
-    "without any time limit, so an anonymous client trickling one a byte a second holds its "
-    "connection for ever; worker_connections of them (1000 a worker by default) and nobody "
-    "else gets in",
-)
 def test_anonymous_slow_chunked_bodies_are_cut_off(servers, tmp_path):
     """A worker that holds at most 20 connections (SETTINGS_WORKER_CONNECTIONS=20, one
-    worker, SETTINGS_HEADER_TIMEOUT=2) and 20 anonymous clients that send a chunked PATCH
-    body a byte a second: within 10 s the server has ended them all (a body is owed as
-    promptly as headers), and a normal request is answered."""
+    worker, SETTINGS_BODY_TIMEOUT=2) and 20 anonymous clients that send a chunked PATCH
+    body a byte a second: within 10 s the server has ended them all (a body is owed within
+    the body time-out), and a normal request is answered."""
     server = servers.start(f"sqlite:///{tmp_path / 'slowbody.db'}", "--workers", "1",
-                           SETTINGS_WORKER_CONNECTIONS="20", SETTINGS_HEADER_TIMEOUT="2")
+                           SETTINGS_WORKER_CONNECTIONS="20", SETTINGS_HEADER_TIMEOUT="2",
+                           SETTINGS_BODY_TIMEOUT="2")
     head = (f"PATCH {USER_SETTING} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
             "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n1\r\n{\r\n")
     slow = []
@@ -585,3 +579,32 @@ def test_anonymous_slow_chunked_bodies_are_cut_off(servers, tmp_path):
         for sock in slow:
             sock.close()
     server.stop(signal.SIGQUIT)
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+def test_a_body_not_sent_in_time_is_408_json(servers, tmp_path, framing):
+    """A signed-in client that stops sending its body halfway gets 408 JSON once the body
+    time-out has passed (SETTINGS_BODY_TIMEOUT=2), whether the body was announced by its
+    length (read by the view, after authentication) or chunked (read ahead, before it); the
+    value is unchanged."""
+    backend = f"sqlite:///{tmp_path / 'slowbody.db'}"
+    token = seed(backend)
+    server = servers.start(backend, "--workers", "1", SETTINGS_BODY_TIMEOUT="2")
+    body = b'{"value":"never finished"}'
+    framing_header = (f"Content-Length: {len(body)}" if framing == "content-length"
+                      else "Transfer-Encoding: chunked")
+    head = (f"PATCH {USER_SETTING} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Authorization: {token['Authorization']}\r\nContent-Type: application/json\r\n"
+            f"{framing_header}\r\n\r\n")
+    first_part = body[:10] if framing == "content-length" else b"a\r\n" + body[:10] + b"\r\n"
+    with connect(server) as sock:
+        started = time.monotonic()
+        sock.sendall(head.encode() + first_part)
+        status, headers, answer = read_response(sock, timeout=10)
+        waited = time.monotonic() - started
+    assert status == 408
+    assert headers["content-type"] == "application/json"
+    assert json.loads(answer) == {"detail": "Request body not received within 2 seconds."}
+    assert 1.5 < waited < 6, waited
+    value = requests.get(server.url + USER_SETTING, headers=token, timeout=5).json()["value"]
+    assert value != "never finished"
