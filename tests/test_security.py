@@ -249,6 +249,23 @@ def test_per_address_limit_is_ten_failures_a_minute(app, client, alice, auth_hea
                       environ_base=peer("198.51.100.8")).status_code == 200
 
 
+def test_ipv6_addresses_count_by_their_64_network(client, alice):
+    """Ten failures from ten addresses of one IPv6 /64 throttle the whole /64 (a subscriber
+    holds all of it), not its neighbour /64; an IPv4-mapped address counts as its IPv4."""
+    for i in range(1, 11):
+        assert_401(client.get(ME, headers=basic(f"guess{i}", "pw"),
+                              environ_base=peer(f"2001:db8:0:1::{i:x}")))
+    assert_throttled(client.get(ME, headers=basic("alice", "pw-alice"),
+                                environ_base=peer("2001:db8:0:1:ffff::1")), 60)
+    assert client.get(ME, headers=basic("alice", "pw-alice"),
+                      environ_base=peer("2001:db8:0:2::1")).status_code == 200
+    for i in range(10):
+        assert_401(client.get(ME, headers=basic(f"other{i}", "pw"),
+                              environ_base=peer("::ffff:198.51.100.9")))
+    assert_throttled(client.get(ME, headers=basic("alice", "pw-alice"),
+                                environ_base=peer("198.51.100.9")), 60)
+
+
 def test_per_username_limit_is_five_failures_from_any_addresses(client, alice, bob):
     for i in range(5):
         assert_401(client.get(ME, headers=basic("alice", "no"), environ_base=peer(f"10.9.0.{i}")))
