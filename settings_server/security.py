@@ -191,7 +191,7 @@ class ForwardedFor:
         return self.app(environ, start_response)
 
 
-def _positive(config: Any, name: str, kind: type[int] | type[float]) -> Any:
+def _positive(config: Any, name: str, kind: type[int | float]) -> Any:
     text = str(config.get(name))
     try:
         value = kind(text)
