@@ -301,6 +301,32 @@ def _run(args: Arguments) -> None:
     os.execv(sys.executable, argv)
 
 
+# -- check -----------------------------------------------------------------------------------
+
+CHECK_COLOURS = {"OK": "green", "WARN": "yellow", "FAIL": "red", "SKIP": "yellow"}
+
+
+@cli.command(
+    "check",
+    short_help="check the configuration and the store as the server would (exit 1: a failure)",
+    help="Read the configuration as the server does, load the registry (and SETTINGS_REGISTRY_"
+    "FILE), build the app, check the gunicorn settings, connect to the store and look for "
+    "accounts; each step is reported OK, WARN, FAIL (with the fix) or SKIP. Exit status 1 when "
+    "a step failed.",
+)
+def _check(args: Arguments) -> int:
+    from .check import FAIL, run_checks
+
+    failed = False
+    for finding in run_checks():
+        status = click.style(f"{finding.status:<4}", fg=CHECK_COLOURS[finding.status], bold=True)
+        click.echo(f"{status}  {finding.step}: {finding.detail}")
+        if finding.fix:
+            click.echo(f"      fix: {finding.fix}")
+        failed |= finding.status == FAIL
+    return 1 if failed else 0
+
+
 # -- export, import, migrate ------------------------------------------------------------------
 
 
