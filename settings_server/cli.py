@@ -414,7 +414,7 @@ def _import(args: Arguments) -> None:
     try:
         plan = plan_import(
             store, _registry(), document,
-            currency_codes_override=config.get("INVENTREE_CURRENCY_CODES"),
+            currency_codes_override=config.get("INVENTREE_CURRENCY_CODES"), quiet=args.quiet,
         )
         if args.dry_run:
             for line in plan.changes:
@@ -422,6 +422,9 @@ def _import(args: Arguments) -> None:
             print(f"Dry run: {len(plan.changes)} change(s) would be made, "
                   f"{plan.unchanged} entries unchanged; nothing written.")
             return
+        if not args.quiet:
+            print(f"import: writing {len(plan.changes)} change(s) in one transaction",
+                  file=sys.stderr)
         apply_import(store, plan)
     finally:
         store.close()
