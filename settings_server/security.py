@@ -7,7 +7,9 @@ proxies, the request-body limit, the login throttle and the security headers.
   the whole app: the login throttle, the request log and token records. Without it the peer
   address counts and ``X-Forwarded-For`` is ignored, so no client can choose its address.
 * ``SETTINGS_MAX_BODY_BYTES`` (default 1 MiB): a larger body is 413 ``{"detail": ...}``, refused
-  from its ``Content-Length`` before any of it is read, or as soon as a chunked body passes it.
+  from its ``Content-Length`` before any of it is read, or as soon as a chunked body passes it
+  (a chunked body is read ahead, up to the limit, before the app sees it: werkzeug's own limit
+  would cut it short silently).
 * Every response carries ``X-Content-Type-Options: nosniff``, ``X-Frame-Options: DENY`` and
   ``Referrer-Policy: same-origin``; every response to a request with credentials carries
   ``Cache-Control: no-store``.
@@ -15,6 +17,7 @@ proxies, the request-body limit, the login throttle and the security headers.
 
 from __future__ import annotations
 
+import io
 import ipaddress
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -31,6 +34,7 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "same-origin",
 }
 SESSION_COOKIE = "sessionid"
+TOO_LARGE = "settings_server.body_too_large"  # environ key set by ChunkedBodyLimit
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -38,7 +42,8 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 def init_app(app: Flask) -> None:
     """Install the limits and headers; ``ValueError`` naming the variable for a bad value."""
     limit = _positive_int(app.config, "SETTINGS_MAX_BODY_BYTES")
-    app.config["MAX_CONTENT_LENGTH"] = limit  # werkzeug stops a chunked body past it
+    app.config["MAX_CONTENT_LENGTH"] = limit
+    app.wsgi_app = ChunkedBodyLimit(app.wsgi_app, limit)
     proxies = trusted_networks(str(app.config.get("SETTINGS_TRUSTED_PROXIES") or ""))
     if proxies:
         app.wsgi_app = ForwardedFor(app.wsgi_app, proxies)
@@ -56,7 +61,7 @@ def throttle() -> LoginThrottle:
 
 def refuse_large_body() -> Response | None:
     limit = current_app.config["MAX_CONTENT_LENGTH"]
-    if request.content_length is not None and request.content_length > limit:
+    if request.environ.get(TOO_LARGE) or (request.content_length or 0) > limit:
         return _too_large()
     return None
 
@@ -71,6 +76,32 @@ def add_security_headers(response: Response) -> Response:
     if "Authorization" in request.headers or SESSION_COOKIE in request.cookies:
         response.headers["Cache-Control"] = "no-store"
     return response
+
+
+class ChunkedBodyLimit:
+    """WSGI middleware: a body without ``Content-Length`` (chunked) is read here, up to one
+    byte past ``limit``. Within the limit the app gets it as an ordinary body with its length;
+    past it, no body and ``environ[TOO_LARGE]``, which :func:`refuse_large_body` answers with
+    413. The rest of such a body is never read by the app (gunicorn discards it, bounded)."""
+
+    def __init__(self, app: Callable[..., Any], limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        if "chunked" not in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+            return self.app(environ, start_response)
+        stream, chunks, size = environ["wsgi.input"], [], 0
+        while size <= self.limit and (chunk := stream.read(self.limit + 1 - size)):
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > self.limit:
+            environ[TOO_LARGE] = True
+            chunks = []
+        body = b"".join(chunks)
+        environ["wsgi.input"] = io.BytesIO(body)
+        environ["CONTENT_LENGTH"] = str(len(body))
+        return self.app(environ, start_response)
 
 
 # -- the client address --------------------------------------------------------------------

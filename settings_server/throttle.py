@@ -20,7 +20,7 @@ from limits import RateLimitItem, parse
 from limits.storage import Storage
 from limits.strategies import FixedWindowRateLimiter
 
-from backends import KeyValueStore, StorageError
+from backends import KeyValueStore, StorageError, StorageUnavailable
 
 #: Where the counters live: ``"<limit key>"`` -> ``{"n": count, "until": epoch seconds}``.
 NAMESPACE = "login_failures"
@@ -57,7 +57,7 @@ class StoreCounters(Storage):
                 if new["n"] == amount:
                     self._prune(now)
                 return new["n"]
-        raise StorageError(f"counter {key!r} kept changing under {_CAS_ATTEMPTS} attempts")
+        raise StorageUnavailable(f"counter {key!r} kept changing under {_CAS_ATTEMPTS} attempts")
 
     def get(self, key: str) -> int:
         current = self.store.get(NAMESPACE, key)

@@ -408,6 +408,53 @@ def test_csrf_trusted_origins():
         assert response.status_code == status
 
 
+@pytest.mark.parametrize("origin", ["http://localhost", "https://a.example"])
+def test_csrf_token_is_checked_after_an_allowed_origin(origin):
+    """An allowed Origin (the request's own, or a trusted one) is not enough: a session write
+    without the CSRF token, or with a wrong one, is refused and changes nothing."""
+    app = create_app(
+        {
+            "TESTING": True,
+            "SETTINGS_BACKEND": "memory://",
+            "SETTINGS_TRUSTED_ORIGINS": "https://a.example",
+        }
+    )
+    authenticator(app).users.create("alice", "pw-alice")
+    client = app.test_client()
+    assert client.get(TOKEN, headers=basic("alice", "pw-alice")).status_code == 200
+    csrf = client.get_cookie("csrftoken").value
+    path = "/api/settings/user/LAST_USED_PRINTING_MACHINES/"
+    assert client.get(path).get_json()["value"] == ""
+    missing = client.patch(path, json={"value": "forged"}, headers={"Origin": origin})
+    assert missing.status_code == 403
+    assert missing.data == csrf_detail("CSRF token missing.")
+    incorrect = csrf_detail("CSRF token from the 'X-Csrftoken' HTTP header incorrect.")
+    for wrong in ("nope", csrf[:-1] + ("A" if csrf[-1] != "A" else "B"), csrf + "x"):
+        response = client.patch(
+            path, json={"value": "forged"}, headers={"Origin": origin, "X-CSRFToken": wrong}
+        )
+        assert response.status_code == 403
+        assert response.data == incorrect
+    assert client.get(path).get_json()["value"] == ""
+    right = client.patch(
+        path, json={"value": "mine"}, headers={"Origin": origin, "X-CSRFToken": csrf}
+    )
+    assert right.status_code == 200 and right.get_json()["value"] == "mine"
+    assert client.get(path).get_json()["value"] == "mine"
+
+
+@pytest.mark.parametrize("path", ["/api/settings/user/", "/api/settings/notification/"])
+@pytest.mark.parametrize(
+    "query", ["", "?limit=2&offset=1", "?search=DATE&ordering=-key", "?search_regex=1&search=("]
+)
+def test_anonymous_list_of_own_settings_is_401(client, alice, path, query):
+    """Whatever the query (a bad pattern included), authentication answers first."""
+    response = client.get(path + query)
+    assert response.status_code == 401
+    assert response.data == b'{"detail":"Authentication credentials were not provided."}'
+    assert response.headers["WWW-Authenticate"] == "Token"
+
+
 def test_token_and_basic_are_never_csrf_checked(session_client, auth_headers, alice):
     client, _ = session_client
     evil = {"Origin": "http://evil.example"}
