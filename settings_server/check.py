@@ -10,6 +10,7 @@ password).
 
 from __future__ import annotations
 
+import importlib.util
 import runpy
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -125,13 +126,13 @@ class _Checks:
                 "correct the variable named above (README: Configuration)",
             )
         self.store = app.extensions["settings_store"]
-        return Finding(
-            "app", OK, f"built as the server builds it (log level {app.config['SETTINGS_LOG_LEVEL']})"
-        )
+        level = app.config["SETTINGS_LOG_LEVEL"]
+        return Finding("app", OK, f"built as the server builds it (log level {level})")
 
     def serving(self) -> Finding:
-        try:  # run afresh: the module reads the environment when it is loaded
-            conf = runpy.run_module("settings_server.gunicorn_conf")
+        spec = importlib.util.find_spec("settings_server.gunicorn_conf")
+        try:  # run afresh: the file reads the environment when it is loaded
+            conf = runpy.run_path(spec.origin)
         except (ValueError, TypeError) as exc:
             return Finding(
                 "serving",

@@ -82,7 +82,6 @@ def token() -> None:
     pass
 
 
-
 def _with_accounts(command: Callable[[Arguments, Authenticator], None]) -> Handler:
     """Run ``command`` on the configured store's users and tokens, after the admin bootstrap,
     and close the store afterwards."""

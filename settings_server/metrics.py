@@ -3,11 +3,11 @@
 What is counted (metric names as scraped)::
 
     settings_server_requests_total{route, method, status}
-    settings_server_request_duration_seconds{route, method}        histogram
-    settings_server_store_duration_seconds                          histogram, a request's store calls
-    settings_server_store_errors_total{operation}                   store calls that failed (503)
-    settings_server_login_failures_total{scheme}                    401 for Basic or Token credentials
-    settings_server_throttled_requests_total                        429 from the login throttle
+    settings_server_request_duration_seconds{route, method}    histogram
+    settings_server_store_duration_seconds                      histogram: a request's store calls
+    settings_server_store_errors_total{operation}               store calls that failed (503)
+    settings_server_login_failures_total{scheme}                401 for Basic or Token credentials
+    settings_server_throttled_requests_total                    429 from the login throttle
 
 ``route`` is the URL rule's template (``/api/settings/global/<global_key:key>/``), ``unrouted``
 when no rule matched; ``method`` is one of the HTTP methods (``other`` for anything else). No
