@@ -25,6 +25,7 @@ ENVIRONMENT = {
     "SETTINGS_LOGIN_LIMIT_PER_USERNAME": "5/5 minutes",
     "SETTINGS_TRUSTED_PROXIES": "",
     "SETTINGS_HEADER_TIMEOUT": "5",
+    "SETTINGS_BODY_TIMEOUT": "10",
     "SETTINGS_WORKER_CONNECTIONS": "1000",
     # Serving (settings-server run / settings_server/gunicorn_conf.py) and logs.
     "SETTINGS_BIND": "127.0.0.1:8000",

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from flask import Flask, Response, current_app, request
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import RequestEntityTooLarge, RequestTimeout
 
 from .errors import json_response
 from .throttle import LoginThrottle
@@ -34,14 +34,19 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "same-origin",
 }
 SESSION_COOKIE = "sessionid"
-TOO_LARGE = "settings_server.body_too_large"  # environ key set by ChunkedBodyLimit
+#: environ keys set by ChunkedBodyLimit for refuse_unread_body
+TOO_LARGE = "settings_server.body_too_large"
+TOO_SLOW = "settings_server.body_too_slow"
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def init_app(app: Flask) -> None:
     """Install the limits and headers; ``ValueError`` naming the variable for a bad value."""
-    limit = _positive_int(app.config, "SETTINGS_MAX_BODY_BYTES")
+    limit = _positive(app.config, "SETTINGS_MAX_BODY_BYTES", int)
+    for name in ("SETTINGS_HEADER_TIMEOUT", "SETTINGS_WORKER_CONNECTIONS"):  # gunicorn's
+        _positive(app.config, name, int)
+    _positive(app.config, "SETTINGS_BODY_TIMEOUT", float)  # the shipped worker's
     app.config["MAX_CONTENT_LENGTH"] = limit
     app.wsgi_app = ChunkedBodyLimit(app.wsgi_app, limit)
     proxies = trusted_networks(str(app.config.get("SETTINGS_TRUSTED_PROXIES") or ""))
@@ -50,7 +55,7 @@ def init_app(app: Flask) -> None:
     app.extensions["settings_throttle"] = LoginThrottle(
         app.extensions["settings_store"], app.config
     )
-    app.before_request(refuse_large_body)
+    app.before_request(refuse_unread_body)
     app.register_error_handler(RequestEntityTooLarge, _too_large)
     app.after_request(add_security_headers)
 
@@ -59,11 +64,21 @@ def throttle() -> LoginThrottle:
     return current_app.extensions["settings_throttle"]
 
 
-def refuse_large_body() -> Response | None:
+def refuse_unread_body() -> Response | None:
+    """413 for a body over the limit, 408 for a chunked body that was not sent in time."""
     limit = current_app.config["MAX_CONTENT_LENGTH"]
     if request.environ.get(TOO_LARGE) or (request.content_length or 0) > limit:
         return _too_large()
+    if TOO_SLOW in request.environ:
+        return json_response({"detail": request.environ[TOO_SLOW].description}, 408)
     return None
+
+
+def body_timeout(seconds: float) -> RequestTimeout:
+    """What a body read raises when the body is not all there ``seconds`` after the request's
+    start (the shipped worker's ``SETTINGS_BODY_TIMEOUT``, :mod:`settings_server.serving`):
+    answered with 408 like any werkzeug error."""
+    return RequestTimeout(f"Request body not received within {seconds:g} seconds.")
 
 
 def _too_large(_exc: Exception | None = None) -> Response:
@@ -81,8 +96,10 @@ def add_security_headers(response: Response) -> Response:
 class ChunkedBodyLimit:
     """WSGI middleware: a body without ``Content-Length`` (chunked) is read here, up to one
     byte past ``limit``. Within the limit the app gets it as an ordinary body with its length;
-    past it, no body and ``environ[TOO_LARGE]``, which :func:`refuse_large_body` answers with
-    413. The rest of such a body is never read by the app (gunicorn discards it, bounded)."""
+    past it, no body and ``environ[TOO_LARGE]``, which :func:`refuse_unread_body` answers with
+    413; not all sent in time (``RequestTimeout`` from the stream), ``environ[TOO_SLOW]``
+    and 408. The rest of such a body is never read by the app (gunicorn discards it,
+    bounded)."""
 
     def __init__(self, app: Callable[..., Any], limit: int) -> None:
         self.app = app
@@ -92,9 +109,13 @@ class ChunkedBodyLimit:
         if "chunked" not in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
             return self.app(environ, start_response)
         stream, chunks, size = environ["wsgi.input"], [], 0
-        while size <= self.limit and (chunk := stream.read(self.limit + 1 - size)):
-            chunks.append(chunk)
-            size += len(chunk)
+        try:
+            while size <= self.limit and (chunk := stream.read(self.limit + 1 - size)):
+                chunks.append(chunk)
+                size += len(chunk)
+        except RequestTimeout as exc:
+            environ[TOO_SLOW] = exc
+            chunks = []
         if size > self.limit:
             environ[TOO_LARGE] = True
             chunks = []
@@ -170,12 +191,13 @@ class ForwardedFor:
         return self.app(environ, start_response)
 
 
-def _positive_int(config: Any, name: str) -> int:
+def _positive(config: Any, name: str, kind: type[int | float]) -> Any:
     text = str(config.get(name))
     try:
-        value = int(text)
+        value = kind(text)
     except ValueError:
         value = 0
-    if value <= 0:
-        raise ValueError(f"{name}={text!r} must be a positive whole number")
+    if not value > 0:
+        what = "whole number" if kind is int else "number"
+        raise ValueError(f"{name}={text!r} must be a positive {what}")
     return value

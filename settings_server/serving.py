@@ -7,17 +7,25 @@ connection in a greenlet (a few KiB), up to ``worker_connections`` per worker, a
 time a client has to send a request's headers by ``keepalive``: slow and idle clients cannot
 starve the others, and hundreds of long-lived connections (the change feed's watchers) cost
 memory, not workers. The app's blocking calls (sockets to Redis, sqlitedict's queue) cooperate
-through gevent's monkey-patching, done by the worker before the app is imported. What does not
+through gevent's monkey-patching, done by the worker before the app is imported. A request's
+body is owed within ``SETTINGS_BODY_TIMEOUT`` seconds of its headers (:class:`BodyDeadline`), so
+a body sent a byte at a time holds its connection no longer than a slow header does. What does not
 cooperate is CPU: a password hash is handed to a real thread (``users._off_the_loop``).
 """
 
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import gevent
 from gunicorn import util
 from gunicorn.workers.ggevent import GeventWorker
 
-from .security import SECURITY_HEADERS
+from .config import from_environment
+from .security import SECURITY_HEADERS, body_timeout
 
 
 def write_json_error(sock, status_int: int, reason: str, mesg: str) -> None:
@@ -35,8 +43,58 @@ def write_json_error(sock, status_int: int, reason: str, mesg: str) -> None:
 
 
 class Worker(GeventWorker):
-    """gunicorn's gevent worker whose own error answers are JSON."""
+    """gunicorn's gevent worker whose own error answers are JSON and whose request bodies are
+    owed within ``SETTINGS_BODY_TIMEOUT`` seconds."""
 
     def init_process(self) -> None:
         util.write_error = write_json_error  # read by gunicorn's handle_error at call time
         super().init_process()
+
+    def load_wsgi(self) -> None:
+        super().load_wsgi()
+        self.wsgi = BodyDeadline(self.wsgi, float(from_environment()["SETTINGS_BODY_TIMEOUT"]))
+
+
+class BodyDeadline:
+    """WSGI middleware: every read of a request's body must end within ``seconds`` of the
+    request's start, else it raises werkzeug's ``RequestTimeout`` (408, see
+    :func:`settings_server.security.body_timeout`)."""
+
+    def __init__(self, app: Callable[..., Any], seconds: float) -> None:
+        self.app = app
+        self.seconds = seconds
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        if environ.get("CONTENT_LENGTH", "0") != "0" or environ.get("HTTP_TRANSFER_ENCODING"):
+            environ["wsgi.input"] = _DeadlineStream(
+                environ["wsgi.input"], time.monotonic() + self.seconds, self.seconds
+            )
+        return self.app(environ, start_response)
+
+
+class _DeadlineStream:
+    def __init__(self, stream: Any, deadline: float, seconds: float) -> None:
+        self._stream = stream
+        self._deadline = deadline
+        self._seconds = seconds
+
+    def _within(self, read: Callable[..., Any], *args: Any) -> Any:
+        remaining = self._deadline - time.monotonic()
+        if remaining <= 0:
+            raise body_timeout(self._seconds)
+        with gevent.Timeout(remaining, body_timeout(self._seconds)):
+            return read(*args)
+
+    def read(self, size: int = -1) -> bytes:
+        return self._within(self._stream.read, size)
+
+    def readline(self, size: int = -1) -> bytes:
+        return self._within(self._stream.readline, size)
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def __iter__(self):
+        return iter(self.readline, b"")

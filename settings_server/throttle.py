@@ -1,6 +1,6 @@
 """Password guessing is throttled before any password is hashed.
 
-Failed logins are counted per client address and per username, in the configured store, so
+Failed logins are counted per client address (an IPv6 address by its /64) and per username, in the configured store, so
 every worker of every server on that store shares the counts. Past either limit a login is
 refused with 429 and ``Retry-After`` without checking the password (which costs ~200 ms of
 scrypt); a successful login is never counted. Limits are `limits
@@ -11,6 +11,7 @@ fixed windows.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import math
 import time
 from collections.abc import Mapping
@@ -108,7 +109,10 @@ class LoginThrottle:
     def _checks(self, address: str, username: str) -> list[tuple[RateLimitItem, str, str]]:
         # The username is hashed: it comes from the client, of any length and content.
         name = hashlib.sha256(username.encode(errors="surrogateescape")).hexdigest()[:32]
-        return [(self.per_address, "address", address), (self.per_username, "username", name)]
+        return [
+            (self.per_address, "address", counted_address(address)),
+            (self.per_username, "username", name),
+        ]
 
     def retry_after(self, address: str, username: str) -> int | None:
         """Seconds until a login of ``username`` from ``address`` may be tried again, or
@@ -124,6 +128,21 @@ class LoginThrottle:
         """Count a failed login of ``username`` from ``address``."""
         for item, scope, value in self._checks(address, username):
             self.limiter.hit(item, "login", scope, value)
+
+
+def counted_address(address: str) -> str:
+    """What the per-address limit counts: an IPv4 address (IPv4-mapped IPv6 included) as it
+    is, an IPv6 address by its /64 network, since one subscriber usually holds a whole /64 and
+    could otherwise take a fresh address for every guess."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
 
 
 def _limit(config: Mapping[str, Any], name: str) -> RateLimitItem:

@@ -174,26 +174,60 @@ def test_413_by_content_length_does_not_read_the_body(small):
     assert stream.read_bytes == 0
 
 
-def chunked(client, path: str, body: bytes, headers: dict):
-    """A request whose body has no Content-Length (as a chunked body reaches the app)."""
+class Pieces(io.RawIOBase):
+    """A body that arrives as a socket delivers it: at most ``piece`` bytes per read."""
+
+    def __init__(self, body: bytes, piece: int = 100) -> None:
+        self.body = io.BytesIO(body)
+        self.piece = piece
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:  # werkzeug's test client measures the stream by seeking
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self.body.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.body.tell()
+
+    def readinto(self, buffer) -> int:
+        data = self.body.read(min(len(buffer), self.piece))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def chunked(client, path: str, body: bytes, headers: dict, *, encoding: bool, pieces: bool):
+    """A request whose body has no Content-Length, as a chunked body reaches the app (with
+    ``Transfer-Encoding: chunked``, as gunicorn passes it on, or without), read at once or in
+    pieces."""
+    extra = {"Transfer-Encoding": "chunked"} if encoding else {}
     return client.patch(
         path,
-        input_stream=io.BytesIO(body),
-        headers={**headers, "Content-Type": "application/json"},
+        input_stream=Pieces(body) if pieces else io.BytesIO(body),
+        headers={**headers, **extra, "Content-Type": "application/json"},
         environ_overrides={"wsgi.input_terminated": True},
     )
 
 
-def test_chunked_body_past_the_limit_is_413(small):
+@pytest.mark.parametrize(
+    ("encoding", "pieces"), [(True, True), (True, False), (False, False)]
+)
+def test_chunked_body_past_the_limit_is_413(small, encoding, pieces):
     app, token = small
     client = app.test_client()
     pad = b'{"value":"chunked"}'
-    response = chunked(client, USER_SETTING, pad + b" " * (1001 - len(pad)), token)
-    assert response.status_code == 413
-    assert response.data == too_large(1000)
+    for size in (1001, 5000):
+        response = chunked(client, USER_SETTING, pad + b" " * (size - len(pad)), token,
+                           encoding=encoding, pieces=pieces)
+        assert response.status_code == 413, response.data
+        assert response.data == too_large(1000)
     assert client.get(USER_SETTING, headers=token).get_json()["value"] == ""
-    response = chunked(client, USER_SETTING, pad + b" " * (1000 - len(pad)), token)
-    assert response.status_code == 200
+    response = chunked(client, USER_SETTING, pad + b" " * (1000 - len(pad)), token,
+                       encoding=encoding, pieces=pieces)
+    assert response.status_code == 200, response.data
     assert response.get_json()["value"] == "chunked"
 
 
@@ -215,6 +249,23 @@ def test_per_address_limit_is_ten_failures_a_minute(app, client, alice, auth_hea
                       environ_base=peer("198.51.100.8")).status_code == 200
 
 
+def test_ipv6_addresses_count_by_their_64_network(client, alice):
+    """Ten failures from ten addresses of one IPv6 /64 throttle the whole /64 (a subscriber
+    holds all of it), not its neighbour /64; an IPv4-mapped address counts as its IPv4."""
+    for i in range(1, 11):
+        assert_401(client.get(ME, headers=basic(f"guess{i}", "pw"),
+                              environ_base=peer(f"2001:db8:0:1::{i:x}")))
+    assert_throttled(client.get(ME, headers=basic("alice", "pw-alice"),
+                                environ_base=peer("2001:db8:0:1:ffff::1")), 60)
+    assert client.get(ME, headers=basic("alice", "pw-alice"),
+                      environ_base=peer("2001:db8:0:2::1")).status_code == 200
+    for i in range(10):
+        assert_401(client.get(ME, headers=basic(f"other{i}", "pw"),
+                              environ_base=peer("::ffff:198.51.100.9")))
+    assert_throttled(client.get(ME, headers=basic("alice", "pw-alice"),
+                                environ_base=peer("198.51.100.9")), 60)
+
+
 def test_per_username_limit_is_five_failures_from_any_addresses(client, alice, bob):
     for i in range(5):
         assert_401(client.get(ME, headers=basic("alice", "no"), environ_base=peer(f"10.9.0.{i}")))
@@ -226,6 +277,19 @@ def test_per_username_limit_is_five_failures_from_any_addresses(client, alice, b
     assert client.get(ME, headers=basic("bob", "pw-bob"), environ_base=elsewhere).status_code == 200
     assert client.get(ME, headers=basic("bob", "pw-bob"),
                       environ_base=peer("10.9.0.0")).status_code == 200
+
+
+def test_retry_after_is_the_longest_wait(client, alice):
+    """Both limits reached: the answer names the later of the two (the name's 5 minutes),
+    not the address's minute."""
+    here = peer("192.0.2.40")
+    for _ in range(5):
+        assert_401(client.get(ME, headers=basic("alice", "wrong"), environ_base=here))
+    for i in range(5):
+        assert_401(client.get(ME, headers=basic(f"n{i}", "x"), environ_base=here))
+    assert assert_throttled(client.get(ME, headers=basic("n9", "x"), environ_base=here), 60)
+    wait = assert_throttled(client.get(ME, headers=basic("alice", "x"), environ_base=here), 300)
+    assert wait > 60
 
 
 def test_right_password_is_refused_while_throttled_and_not_checked(app, client, alice):
