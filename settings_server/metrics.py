@@ -142,10 +142,8 @@ def init_app(app: Flask) -> None:
     hooks are installed, so that the status counted is the one the client gets."""
     metrics = Metrics()
     app.extensions["settings_metrics"] = metrics
-    store = app.extensions["settings_store"]
-    timed = TimedStore(store.store if isinstance(store, ReadAheadStore) else store, metrics)
-    if isinstance(store, ReadAheadStore):  # time the calls that reach the backend
-        store.store = timed
+    store: ReadAheadStore = app.extensions["settings_store"]  # as create_app builds it
+    timed = store.store = TimedStore(store.store, metrics)  # time what reaches the backend
 
     # The request path is measured (bench/run.py): one context lookup a hook, nothing more.
     def start_clock() -> None:
