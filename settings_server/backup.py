@@ -23,18 +23,18 @@ secret key), so ids, pks, tokens and sessions survive a change of backend.
 
 from __future__ import annotations
 
-import math
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import Any
 
 from marshmallow import ValidationError
 
 from backends import COUNTERS, KeyValueStore
 
 from .auth import SECRET_ENTRY, SECRET_NAMESPACE
+from .progress import Progress
 from .registry import SettingsRegistry
 from .service import GLOBAL, NOTIFICATION, USER, Kind, SettingsService
 from .tokens import ApiToken, TokenStore
@@ -72,25 +72,6 @@ class BackupError(Exception):
         self.problems = list(problems)
         lines = [summary, *(f"  - {problem}" for problem in self.problems)]
         super().__init__("\n".join(lines))
-
-
-class Progress:
-    """A counter line on ``stream`` (stderr) about every tenth of ``total``; silent if quiet."""
-
-    def __init__(self, what: str, total: int, *, quiet: bool = False, stream: TextIO | None = None):
-        self.what, self.total, self.done = what, total, 0
-        self._stream = None if quiet else (stream or sys.stderr)
-        self._step = max(1, math.ceil(total / 10))
-
-    def advance(self, count: int = 1) -> None:
-        before, self.done = self.done, self.done + count
-        if self._stream and (
-            self.done // self._step > before // self._step or self.done == self.total
-        ):
-            percent = 100 * self.done // self.total if self.total else 100
-            print(
-                f"{self.what}: {self.done}/{self.total} ({percent}%)", file=self._stream, flush=True
-            )
 
 
 # -- export ------------------------------------------------------------------------------------
@@ -184,9 +165,11 @@ def plan_import(
     document: Any,
     *,
     currency_codes_override: str | None = None,
+    quiet: bool = False,
 ) -> ImportPlan:
     """Check ``document`` against the registry and ``store`` and work out what importing it
-    changes; writes nothing. Raises :class:`BackupError` listing every problem found."""
+    changes; writes nothing. Raises :class:`BackupError` listing every problem found. Progress
+    over the users goes to stderr unless ``quiet``."""
     problems: list[str] = []
     if not isinstance(document, dict):
         raise BackupError("not a settings-server export: the top level must be a JSON object")
@@ -221,17 +204,21 @@ def plan_import(
     for part in ("user_settings", "notification_settings", "tokens"):
         for username in sorted(set(sections[part]) - named - set(usernames)):
             problems.append(f"{part}: unknown user {username!r} (not in 'users' nor in the store)")
-    for username in sorted(
+    everyone = sorted(
         named
         | set(sections["user_settings"])
         | set(sections["notification_settings"])
         | set(sections["tokens"])
-    ):
-        if username not in named and username not in usernames:
-            continue
-        plan.users.append(
-            _plan_user(store, checker, sections, username, usernames.get(username), plan, problems)
-        )
+    )
+    progress = Progress("import: check users", len(everyone), quiet=quiet)
+    for username in everyone:
+        if username in named or username in usernames:
+            plan.users.append(
+                _plan_user(
+                    store, checker, sections, username, usernames.get(username), plan, problems
+                )
+            )
+        progress.advance()
 
     secret = sections["server"].get(SECRET_ENTRY)
     if secret is not None:

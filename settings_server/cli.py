@@ -9,14 +9,15 @@ has no users yet.
 Exit status: 0 on success, 1 when the command cannot be carried out (unknown user, duplicate
 name, bad storage URL, store unreachable), 2 for usage errors.
 
-A command group is a function that adds sub-parsers to the top-level parser and sets
-``handler`` on each; a later group (``run``, ``export``, ...) is one more entry in
-:data:`COMMAND_GROUPS`.
+The command line is click's (as Flask's own): ``--help`` on every command, ``--version``,
+shell completion (``_SETTINGS_SERVER_COMPLETE=bash_source settings-server``), and output that
+ends quietly when its reader goes away (``| head``). Each command is a function that receives
+its parameters as one :class:`Arguments` (``args.username``), with its interface declared
+above it.
 """
 
 from __future__ import annotations
 
-import argparse
 import functools
 import getpass
 import json
@@ -24,10 +25,14 @@ import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from datetime import date
+from types import SimpleNamespace
 from typing import Any
+
+import click
 
 from backends import StorageError, store_from_url
 
+from . import __version__
 from .auth import Authenticator
 from .config import from_environment
 from .tokens import ApiToken, InvalidTokenName, sanitise_name
@@ -38,15 +43,51 @@ class CommandError(Exception):
     """A command that cannot be carried out; the message is printed, the exit status is 1."""
 
 
-Handler = Callable[[argparse.Namespace], None]
+class Arguments(SimpleNamespace):
+    """A command's parameters by name: ``args.username``, ``args.quiet``."""
 
 
-def _with_accounts(command: Callable[[argparse.Namespace, Authenticator], None]) -> Handler:
+Handler = Callable[[Arguments], None]
+
+
+class _Command(click.Command):
+    """A click command whose callback receives its parameters as one :class:`Arguments`."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        return ctx.invoke(self.callback, Arguments(**ctx.params))
+
+
+class _Group(click.Group):
+    command_class = _Command
+    group_class = type  # sub-groups are _Group too
+
+
+@click.group(
+    cls=_Group,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help="Manage settings-server. The store is the one SETTINGS_BACKEND names.",
+)
+@click.version_option(__version__, prog_name="settings-server", message="%(prog)s %(version)s")
+def cli() -> None:
+    """The ``settings-server`` command (see :func:`main`)."""
+
+
+@cli.group(help="manage user accounts")
+def user() -> None:
+    pass
+
+
+@cli.group(help="manage API tokens")
+def token() -> None:
+    pass
+
+
+def _with_accounts(command: Callable[[Arguments, Authenticator], None]) -> Handler:
     """Run ``command`` on the configured store's users and tokens, after the admin bootstrap,
     and close the store afterwards."""
 
     @functools.wraps(command)
-    def handler(args: argparse.Namespace) -> None:
+    def handler(args: Arguments) -> None:
         config = from_environment()
         store = _configured_store(config)
         try:
@@ -59,6 +100,23 @@ def _with_accounts(command: Callable[[argparse.Namespace, Authenticator], None])
             store.close()
 
     return handler
+
+
+def _exactly_one(*names: str) -> Callable[[Handler], Handler]:
+    """A usage error (exit 2) unless exactly one of the options ``names`` is given."""
+
+    def decorate(command: Handler) -> Handler:
+        @functools.wraps(command)
+        def handler(args: Arguments) -> None:
+            given = [name for name in names if getattr(args, name) is not None]
+            if len(given) != 1:
+                options = " | ".join(f"--{name}" for name in names)
+                raise click.UsageError(f"give exactly one of ({options})")
+            command(args)
+
+        return handler
+
+    return decorate
 
 
 def _ask_password(supplied: str | None) -> str:
@@ -80,8 +138,14 @@ def _yes(flag: bool) -> str:
 # -- user --------------------------------------------------------------------------------------
 
 
+@user.command("create", help="create a user (asks for the password)")
+@click.argument("username")
+@click.option("--password", help="the password (default: prompt for it)")
+@click.option("--staff", is_flag=True, help="may change global settings")
+@click.option("--superuser", is_flag=True, help="superuser (implies --staff)")
+@click.option("--email", default="")
 @_with_accounts
-def _user_create(args: argparse.Namespace, auth: Authenticator) -> None:
+def _user_create(args: Arguments, auth: Authenticator) -> None:
     user = auth.users.create(
         args.username,
         _ask_password(args.password),
@@ -92,8 +156,9 @@ def _user_create(args: argparse.Namespace, auth: Authenticator) -> None:
     print(f"Created user {user.username!r} (id {user.id}).")
 
 
+@user.command("list", help="list users")
 @_with_accounts
-def _user_list(args: argparse.Namespace, auth: Authenticator) -> None:
+def _user_list(args: Arguments, auth: Authenticator) -> None:
     users = auth.users.list()
     print(f"{'ID':>5}  {'USERNAME':<24} {'STAFF':<5} {'SUPER':<5} ACTIVE")
     for user in users:
@@ -103,53 +168,32 @@ def _user_list(args: argparse.Namespace, auth: Authenticator) -> None:
         )
 
 
+@user.command("set-password", help="change a password, ending its sessions")
+@click.argument("username")
+@click.option("--password", help="the new password (default: prompt for it)")
 @_with_accounts
-def _user_set_password(args: argparse.Namespace, auth: Authenticator) -> None:
+def _user_set_password(args: Arguments, auth: Authenticator) -> None:
     user = auth.users.require(args.username)
     auth.users.set_password(user.id, _ask_password(args.password))
     print(f"Password of {user.username!r} changed; its sessions have ended.")
 
 
+@user.command("deactivate", help="refuse every login and token of a user")
+@click.argument("username")
 @_with_accounts
-def _user_deactivate(args: argparse.Namespace, auth: Authenticator) -> None:
+def _user_deactivate(args: Arguments, auth: Authenticator) -> None:
     user = auth.users.deactivate(auth.users.require(args.username).id)
     print(f"Deactivated {user.username!r}: its logins, sessions and tokens are refused.")
 
 
+@user.command("delete", help="delete a user and its tokens")
+@click.argument("username")
 @_with_accounts
-def _user_delete(args: argparse.Namespace, auth: Authenticator) -> None:
+def _user_delete(args: Arguments, auth: Authenticator) -> None:
     user = auth.users.require(args.username)
     auth.tokens.purge_user(user.id)
     auth.users.delete(user.id)
     print(f"Deleted user {user.username!r} and its tokens.")
-
-
-def add_user_commands(commands: argparse._SubParsersAction) -> None:
-    group = commands.add_parser("user", help="manage user accounts")
-    sub = group.add_subparsers(dest="action", required=True, metavar="ACTION")
-
-    create = sub.add_parser("create", help="create a user (asks for the password)")
-    create.add_argument("username")
-    create.add_argument("--password", help="the password (default: prompt for it)")
-    create.add_argument("--staff", action="store_true", help="may change global settings")
-    create.add_argument("--superuser", action="store_true", help="superuser (implies --staff)")
-    create.add_argument("--email", default="")
-    create.set_defaults(handler=_user_create)
-
-    sub.add_parser("list", help="list users").set_defaults(handler=_user_list)
-
-    set_password = sub.add_parser("set-password", help="change a password, ending its sessions")
-    set_password.add_argument("username")
-    set_password.add_argument("--password", help="the new password (default: prompt for it)")
-    set_password.set_defaults(handler=_user_set_password)
-
-    for action, handler, text in (
-        ("deactivate", _user_deactivate, "refuse every login and token of a user"),
-        ("delete", _user_delete, "delete a user and its tokens"),
-    ):
-        parser = sub.add_parser(action, help=text)
-        parser.add_argument("username")
-        parser.set_defaults(handler=handler)
 
 
 # -- token -------------------------------------------------------------------------------------
@@ -168,8 +212,13 @@ def _clean_name(raw: str) -> str:
         raise CommandError(f"bad token name {raw!r}: {exc}") from exc
 
 
+@token.command(
+    "create", help="issue a token (printed once; replaces a live token of the same name)"
+)
+@click.argument("username")
+@click.option("--name", default="", help="token name (default: empty)")
 @_with_accounts
-def _token_create(args: argparse.Namespace, auth: Authenticator) -> None:
+def _token_create(args: Arguments, auth: Authenticator) -> None:
     user: User = auth.users.require(args.username)
     issued = auth.tokens.issue(user, _clean_name(args.name))
     print(
@@ -180,8 +229,10 @@ def _token_create(args: argparse.Namespace, auth: Authenticator) -> None:
     print(issued.key)
 
 
+@token.command("list", help="list a user's tokens (never their secrets)")
+@click.argument("username")
 @_with_accounts
-def _token_list(args: argparse.Namespace, auth: Authenticator) -> None:
+def _token_list(args: Arguments, auth: Authenticator) -> None:
     user = auth.users.require(args.username)
     today = auth.tokens.now().date()
     print(f"{'ID':>5}  {'NAME':<32} {'CREATED':<10} {'EXPIRY':<10} STATUS")
@@ -192,8 +243,13 @@ def _token_list(args: argparse.Namespace, auth: Authenticator) -> None:
         )
 
 
+@token.command("revoke", help="revoke a user's live token(s) by name or id")
+@click.argument("username")
+@click.option("--name", help="revoke the live token(s) with this name")
+@click.option("--id", type=int, help="revoke the token with this id (see token list)")
+@_exactly_one("name", "id")
 @_with_accounts
-def _token_revoke(args: argparse.Namespace, auth: Authenticator) -> None:
+def _token_revoke(args: Arguments, auth: Authenticator) -> None:
     user = auth.users.require(args.username)
     if args.id is not None:
         revoked = auth.tokens.revoke(user.id, token_id=args.id)
@@ -207,36 +263,23 @@ def _token_revoke(args: argparse.Namespace, auth: Authenticator) -> None:
     print(f"Revoked {len(revoked)} token(s) of {user.username!r} with {what}.")
 
 
-def add_token_commands(commands: argparse._SubParsersAction) -> None:
-    group = commands.add_parser("token", help="manage API tokens")
-    sub = group.add_subparsers(dest="action", required=True, metavar="ACTION")
-
-    create = sub.add_parser(
-        "create", help="issue a token (printed once; replaces a live token of the same name)"
-    )
-    create.add_argument("username")
-    create.add_argument("--name", default="", help="token name (default: empty)")
-    create.set_defaults(handler=_token_create)
-
-    listing = sub.add_parser("list", help="list a user's tokens (never their secrets)")
-    listing.add_argument("username")
-    listing.set_defaults(handler=_token_list)
-
-    revoke = sub.add_parser("revoke", help="revoke a user's live token(s) by name or id")
-    revoke.add_argument("username")
-    which = revoke.add_mutually_exclusive_group(required=True)
-    which.add_argument("--name", help="revoke the live token(s) with this name")
-    which.add_argument("--id", type=int, help="revoke the token with this id (see token list)")
-    revoke.set_defaults(handler=_token_revoke)
-
-
 # -- run -------------------------------------------------------------------------------------
 
 GUNICORN_CONFIG = "python:settings_server.gunicorn_conf"
 WSGI_APP = "settings_server.wsgi:app"
 
 
-def _run(args: argparse.Namespace) -> None:
+@cli.command(
+    "run",
+    short_help="serve the API under gunicorn (settings_server/gunicorn_conf.py)",
+    help="Serve the API under gunicorn with the shipped configuration. Other gunicorn options "
+    "can be given in GUNICORN_CMD_ARGS.",
+)
+@click.option("--bind", help="address(es), comma-separated (default: SETTINGS_BIND)")
+@click.option(
+    "--workers", type=int, help="worker processes (default: WEB_CONCURRENCY, else 2 x cores + 1)"
+)
+def _run(args: Arguments) -> None:
     """Check the configuration by building the app once (nothing is connected), then replace
     this process with gunicorn, so that signals (SIGTERM: graceful stop) reach its arbiter."""
     from .registry import RegistryError
@@ -257,18 +300,30 @@ def _run(args: argparse.Namespace) -> None:
     os.execv(sys.executable, argv)
 
 
-def add_run_command(commands: argparse._SubParsersAction) -> None:
-    run = commands.add_parser(
-        "run",
-        help="serve the API under gunicorn (settings_server/gunicorn_conf.py)",
-        description="Serve the API under gunicorn with the shipped configuration. Other "
-        "gunicorn options can be given in GUNICORN_CMD_ARGS.",
-    )
-    run.add_argument("--bind", help="address(es), comma-separated (default: SETTINGS_BIND)")
-    run.add_argument(
-        "--workers", type=int, help="worker processes (default: WEB_CONCURRENCY, else 2 x cores + 1)"
-    )
-    run.set_defaults(handler=_run)
+# -- check -----------------------------------------------------------------------------------
+
+CHECK_COLOURS = {"OK": "green", "WARN": "yellow", "FAIL": "red", "SKIP": "yellow"}
+
+
+@cli.command(
+    "check",
+    short_help="check the configuration and the store as the server would (exit 1: a failure)",
+    help="Read the configuration as the server does, load the registry (and SETTINGS_REGISTRY_"
+    "FILE), build the app, check the gunicorn settings, connect to the store and look for "
+    "accounts; each step is reported OK, WARN, FAIL (with the fix) or SKIP. Exit status 1 when "
+    "a step failed.",
+)
+def _check(args: Arguments) -> int:
+    from .check import FAIL, run_checks
+
+    failed = False
+    for finding in run_checks():
+        status = click.style(f"{finding.status:<4}", fg=CHECK_COLOURS[finding.status], bold=True)
+        click.echo(f"{status}  {finding.step}: {finding.detail}")
+        if finding.fix:
+            click.echo(f"      fix: {finding.fix}")
+        failed |= finding.status == FAIL
+    return 1 if failed else 0
 
 
 # -- export, import, migrate ------------------------------------------------------------------
@@ -278,7 +333,7 @@ def _reports_backup_errors(command: Handler) -> Handler:
     """A :class:`~settings_server.backup.BackupError` ends the command like a CommandError."""
 
     @functools.wraps(command)
-    def handler(args: argparse.Namespace) -> None:
+    def handler(args: Arguments) -> None:
         from .backup import BackupError
 
         try:
@@ -306,8 +361,15 @@ def _configured_store(config: Mapping[str, Any] | None = None, url: str | None =
     )
 
 
+@cli.command("export", help="write every setting and user as JSON")
+@click.argument("file", required=False)
+@click.option(
+    "--include-secrets", is_flag=True,
+    help="also password hashes, token hashes and the secret key",
+)
+@click.option("--quiet", is_flag=True, help="no progress on stderr")
 @_reports_backup_errors
-def _export(args: argparse.Namespace) -> None:
+def _export(args: Arguments) -> None:
     from .backup import export_document
 
     store = _configured_store()
@@ -332,8 +394,12 @@ def _export(args: argparse.Namespace) -> None:
         print(f"Exported {len(document['users'])} user(s) to {args.file}.", file=sys.stderr)
 
 
+@cli.command("import", help="check a JSON export whole, then write all of it or nothing")
+@click.argument("file")
+@click.option("--dry-run", is_flag=True, help="check and list changes only")
+@click.option("--quiet", is_flag=True, help="no progress on stderr")
 @_reports_backup_errors
-def _import(args: argparse.Namespace) -> None:
+def _import(args: Arguments) -> None:
     from .backup import apply_import, plan_import
 
     try:
@@ -351,7 +417,7 @@ def _import(args: argparse.Namespace) -> None:
     try:
         plan = plan_import(
             store, _registry(), document,
-            currency_codes_override=config.get("INVENTREE_CURRENCY_CODES"),
+            currency_codes_override=config.get("INVENTREE_CURRENCY_CODES"), quiet=args.quiet,
         )
         if args.dry_run:
             for line in plan.changes:
@@ -359,6 +425,9 @@ def _import(args: argparse.Namespace) -> None:
             print(f"Dry run: {len(plan.changes)} change(s) would be made, "
                   f"{plan.unchanged} entries unchanged; nothing written.")
             return
+        if not args.quiet:
+            print(f"import: writing {len(plan.changes)} change(s) in one transaction",
+                  file=sys.stderr)
         apply_import(store, plan)
     finally:
         store.close()
@@ -369,8 +438,13 @@ def _import(args: argparse.Namespace) -> None:
               file=sys.stderr)
 
 
+@cli.command("migrate", help="copy a whole store to another backend")
+@click.option("--from", "source", required=True, metavar="URL", help="the store to copy")
+@click.option("--to", "target", required=True, metavar="URL", help="the store to copy into")
+@click.option("--force", is_flag=True, help="copy into a non-empty store")
+@click.option("--quiet", is_flag=True, help="no progress on stderr")
 @_reports_backup_errors
-def _migrate(args: argparse.Namespace) -> None:
+def _migrate(args: Arguments) -> None:
     from .backup import migrate
 
     source, target = _configured_store(url=args.source), _configured_store(url=args.target)
@@ -382,59 +456,32 @@ def _migrate(args: argparse.Namespace) -> None:
     print(f"Copied and verified {report.namespaces} namespaces, {report.entries} entries.")
 
 
-def add_backup_commands(commands: argparse._SubParsersAction) -> None:
-    export = commands.add_parser("export", help="write every setting and user as JSON")
-    export.add_argument("file", nargs="?", help="output file (default or -: stdout)")
-    export.add_argument("--include-secrets", action="store_true",
-                        help="also password hashes, token hashes and the secret key")
-    export.add_argument("--quiet", action="store_true", help="no progress on stderr")
-    export.set_defaults(handler=_export)
-
-    load = commands.add_parser(
-        "import", help="check a JSON export whole, then write all of it or nothing"
-    )
-    load.add_argument("file", help="an export file (-: stdin)")
-    load.add_argument("--dry-run", action="store_true", help="check and list changes only")
-    load.add_argument("--quiet", action="store_true", help="no progress on stderr")
-    load.set_defaults(handler=_import)
-
-    move = commands.add_parser("migrate", help="copy a whole store to another backend")
-    move.add_argument("--from", dest="source", required=True, metavar="URL")
-    move.add_argument("--to", dest="target", required=True, metavar="URL")
-    move.add_argument("--force", action="store_true", help="copy into a non-empty store")
-    move.add_argument("--quiet", action="store_true", help="no progress on stderr")
-    move.set_defaults(handler=_migrate)
-
-
-#: Each adds one top-level command with its sub-commands.
-COMMAND_GROUPS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
-    add_user_commands,
-    add_token_commands,
-    add_run_command,
-    add_backup_commands,
-)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="settings-server",
-        description="Manage settings-server. The store is the one SETTINGS_BACKEND names.",
-    )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add_group in COMMAND_GROUPS:
-        add_group(commands)
-    return parser
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; returns the exit status (see the module docstring)."""
-    args = build_parser().parse_args(argv)
+    """Run one command; returns the exit status (see the module docstring). A usage error
+    prints click's message and raises ``SystemExit(2)``."""
     try:
-        args.handler(args)
+        status = cli.main(args=argv, prog_name="settings-server", standalone_mode=False)
+        sys.stdout.flush()  # a reader that went away is noticed here, not at interpreter exit
+    except click.ClickException as exc:
+        exc.show()
+        raise SystemExit(exc.exit_code) from None
+    except click.Abort:  # Ctrl-C, or end of input at a prompt
+        print("Aborted!", file=sys.stderr)
+        return 1
     except (UserError, CommandError, StorageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    return 0
+    except BrokenPipeError:  # | head: stop quietly, as click itself does
+        _discard_stdout()
+        return 1
+    return status if isinstance(status, int) else 0
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so that flushing what is left at exit cannot fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 if __name__ == "__main__":

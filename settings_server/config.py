@@ -32,6 +32,8 @@ ENVIRONMENT = {
     "WEB_CONCURRENCY": None,  # gunicorn workers; None: 2 x cores + 1 (at most 8), 1 for memory://
     "SETTINGS_GRACEFUL_TIMEOUT": "30",
     "SETTINGS_LOG_LEVEL": "info",
+    # Metrics (settings_server/metrics.py): a bearer token that may read /metrics.
+    "SETTINGS_METRICS_TOKEN": None,
 }
 
 

@@ -20,13 +20,16 @@ options (``--bind``, ``-w``) and ``GUNICORN_CMD_ARGS`` still override it.
 * Shutdown: SIGTERM lets requests in progress finish for ``SETTINGS_GRACEFUL_TIMEOUT`` seconds.
 * ``memory://`` keeps its data inside one process: gunicorn refuses to start it with more than
   one worker, and ignores ``TTIN`` signals that would add one.
+* Metrics: every worker keeps its values in one directory, ``PROMETHEUS_MULTIPROC_DIR`` (the
+  operator's, or a private one made at start and removed at exit), so that ``/metrics`` adds
+  up all of them (:mod:`settings_server.metrics_dir`).
 """
 
 from __future__ import annotations
 
 import os
 
-from settings_server import __version__
+from settings_server import __version__, metrics_dir
 from settings_server.config import from_environment
 
 MAX_DEFAULT_WORKERS = 8
@@ -97,6 +100,17 @@ def on_starting(server) -> None:
     reason = memory_refusal(_backend, server.cfg.workers)
     if reason:
         raise RuntimeError(reason)
+    metrics_dir.prepare()  # before any worker imports prometheus_client
+
+
+def child_exit(server, worker) -> None:
+    """A worker is gone: tell the metrics (its counts stay in the scrape)."""
+    metrics_dir.worker_exited(worker.pid)
+
+
+def on_exit(server) -> None:
+    """Remove the metrics directory the master made."""
+    metrics_dir.remove()
 
 
 def when_ready(server) -> None:

@@ -12,7 +12,7 @@ from werkzeug.routing import RequestRedirect
 from .. import __version__, auth, speedups
 from ..errors import PERMISSION_DENIED, fail_detail
 from ..rendering import allow_header, json_response
-from . import settings
+from . import docs, settings
 
 JSON_TYPES = ("application/json", "application/*", "*/*")
 
@@ -23,8 +23,7 @@ def init_app(app: Flask) -> None:
     app.config.setdefault("OPENAPI_VERSION", "3.0.3")
     app.config.setdefault("OPENAPI_URL_PREFIX", "/api")
     app.config.setdefault("OPENAPI_JSON_PATH", "schema/")
-    app.config.setdefault("OPENAPI_REDOC_PATH", "docs/")
-    app.config.setdefault("OPENAPI_REDOC_URL", "https://cdn.jsdelivr.net/npm/redoc/bundles/redoc.standalone.js")
+    docs.init_app(app)  # /api/docs/: Swagger UI from the installed package, no CDN
     app.config.setdefault(
         "API_SPEC_OPTIONS",
         {
