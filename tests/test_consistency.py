@@ -11,7 +11,6 @@ below prove that a change made elsewhere is seen by every worker at once.
 
 from __future__ import annotations
 
-import base64
 import itertools
 import time
 from collections.abc import Callable, Iterator
@@ -20,6 +19,7 @@ from typing import Any
 
 import pytest
 import requests
+from credentials import basic
 
 from settings_server import create_app
 from settings_server.auth import authenticator
@@ -36,10 +36,6 @@ UNTHROTTLED = {
     "SETTINGS_LOGIN_LIMIT_PER_ADDRESS": "10000/minute",
     "SETTINGS_LOGIN_LIMIT_PER_USERNAME": "10000/minute",
 }
-
-
-def basic(username: str, password: str) -> dict[str, str]:
-    return {"Authorization": "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()}
 
 
 def token(key: str) -> dict[str, str]:

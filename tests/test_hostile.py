@@ -6,7 +6,6 @@ Every loop is bounded in count and in time; every socket is closed."""
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import http.client
 import json
@@ -23,6 +22,7 @@ from urllib.parse import urlencode
 
 import pytest
 import requests
+from credentials import basic
 from servers import BIN, Server, free_port, server_env
 
 from settings_server import create_app
@@ -40,10 +40,6 @@ SECURITY_HEADERS = {
     "referrer-policy": "same-origin",
 }
 
-
-def basic(username: str, password: str) -> dict[str, str]:
-    raw = base64.b64encode(f"{username}:{password}".encode()).decode()
-    return {"Authorization": f"Basic {raw}"}
 
 
 @pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])

@@ -3,7 +3,6 @@ of a two-worker gunicorn server added up in one scrape."""
 
 from __future__ import annotations
 
-import base64
 import http.client
 import os
 import signal
@@ -11,6 +10,7 @@ import time
 
 import pytest
 import requests
+from credentials import basic
 from prometheus_client.parser import text_string_to_metric_families
 
 from settings_server import create_app
@@ -18,12 +18,6 @@ from settings_server.auth import authenticator
 
 METRICS_TOKEN = "scrape-token-for-tests"
 GLOBAL_DETAIL = "/api/settings/global/<global_key:key>/"
-
-
-def basic(username: str, password: str) -> dict[str, str]:
-    return {
-        "Authorization": "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
-    }
 
 
 def samples(text: str) -> dict[tuple[str, frozenset], float]:

@@ -4,7 +4,6 @@ headers and the configuration errors. Real sockets and gunicorn: tests/test_host
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import io
 import json
@@ -13,6 +12,7 @@ import re
 import time
 
 import pytest
+from credentials import basic
 
 from settings_server import create_app
 from settings_server.auth import authenticator
@@ -27,10 +27,6 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "same-origin",
 }
 
-
-def basic(username: str, password: str) -> dict[str, str]:
-    raw = base64.b64encode(f"{username}:{password}".encode()).decode()
-    return {"Authorization": f"Basic {raw}"}
 
 
 def peer(address: str, forwarded_for: str | None = None) -> dict:
