@@ -29,8 +29,10 @@ DEFAULT_FACTORIES = ("uuid4",)
 DEFINITION_FIELDS = {
     "key", "name", "description", "type", "default", "choices", "choices_from", "units", "min",
     "max", "validators", "protected", "hidden", "requires_restart", "default_factory",
-    "model_filters", "required",
+    "model_filters", "required", "category",
 }
+#: Where a global setting without a ``category`` is shown on the settings page.
+DEFAULT_CATEGORY = "Other"
 
 
 class RegistryError(ValueError):
@@ -65,6 +67,8 @@ class SettingDefinition:
     model_filters: dict | None = None
     required: bool = False
     method: str | None = None  # notification settings only
+    #: the settings page's panel (InvenTree's: Server, Login, Barcodes, ...); not served by the API
+    category: str = DEFAULT_CATEGORY
 
     @property
     def wire_type(self) -> str:
@@ -219,6 +223,9 @@ def _definition(
     for name in entry.get("validators") or ():
         if not validators.exists(name):
             raise problem(f"unknown validator {name!r}; known: {', '.join(validators.NAMES)}")
+    category = entry.get("category", DEFAULT_CATEGORY)
+    if not isinstance(category, str) or not category.strip() or len(category) > 64:
+        raise problem("category must be a non-empty name of at most 64 characters")
     factory = entry.get("default_factory")
     if factory not in (None, *DEFAULT_FACTORIES):
         raise problem(f"unknown default_factory {factory!r}")
@@ -242,6 +249,7 @@ def _definition(
             model_filters=entry.get("model_filters") if isinstance(entry.get("model_filters"), dict) else None,
             required=bool(entry.get("required", False)),
             method=method,
+            category=category.strip(),
         )
     except (TypeError, ValueError) as exc:
         raise problem(str(exc)) from exc

@@ -24,6 +24,27 @@ def test_shipped_registry_matches_inventree_327():
     assert len(registry.currencies) == 308
 
 
+def test_every_shipped_global_setting_has_one_of_inventrees_panels():
+    panels = {"Server", "Login", "Barcodes", "Notifications", "Pricing", "Labels", "Reporting",
+              "Parts", "Stock", "Build orders", "Purchase orders", "Sales orders", "Return orders"}
+    registry = load_registry()
+    served = [d for k, d in registry.global_settings.items() if not k.startswith("_")]
+    assert {d.category for d in served} <= panels
+    by_key = {d.key: d.category for d in served}
+    assert (by_key["BARCODE_ENABLE"], by_key["LOGIN_ENABLE_REG"], by_key["RETURNORDER_ENABLED"]) == (
+        "Barcodes", "Login", "Return orders")
+
+
+def test_operator_settings_name_their_own_category_or_land_in_other(tmp_path):
+    path = write(tmp_path, "extra.yaml", (
+        "global:\n  - {key: SITE_BANNER, type: str, category: Front page}\n"
+        "  - {key: SITE_FOOTER, type: str}\n"
+    ))
+    registry = load_registry(path)
+    assert registry.global_settings["SITE_BANNER"].category == "Front page"
+    assert registry.global_settings["SITE_FOOTER"].category == "Other"
+
+
 def write(tmp_path, name, text):
     path = tmp_path / name
     path.write_text(text)
@@ -100,6 +121,8 @@ def test_operator_notification_method(tmp_path):
         ({"key": "INVENTREE_INSTANCE", "type": "str"}, "duplicate global setting"),
         ({"key": "lower_case"}, "upper case"),
         ({"key": "X_ONE", "colour": "red"}, "unknown fields ['colour']"),
+        ({"key": "X_ONE", "category": ""}, "category must be a non-empty name"),
+        ({"key": "X_ONE", "category": ["Server"]}, "category must be a non-empty name"),
     ],
 )
 def test_bad_definition_stops_the_start_naming_file_key_and_problem(tmp_path, definition, problem):
