@@ -24,7 +24,6 @@ import json
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from datetime import date
 from types import SimpleNamespace
 from typing import Any
 
@@ -35,7 +34,7 @@ from backends import StorageError, store_from_url
 from . import __version__
 from .auth import Authenticator
 from .config import from_environment
-from .tokens import ApiToken, InvalidTokenName, sanitise_name
+from .tokens import InvalidTokenName, sanitise_name
 from .users import User, UserError
 
 
@@ -199,11 +198,6 @@ def _user_delete(args: Arguments, auth: Authenticator) -> None:
 # -- token -------------------------------------------------------------------------------------
 
 
-def _token_status(token: ApiToken, today: date) -> str:
-    if token.revoked:
-        return "revoked"
-    return "expired" if token.expired(today) else "live"
-
 
 def _clean_name(raw: str) -> str:
     try:
@@ -239,7 +233,7 @@ def _token_list(args: Arguments, auth: Authenticator) -> None:
     for token in auth.tokens.list_for_user(user.id):
         print(
             f"{token.id:>5}  {token.name or '-':<32} {token.created.date().isoformat():<10} "
-            f"{token.expiry.isoformat():<10} {_token_status(token, today)}"
+            f"{token.expiry.isoformat():<10} {token.status(today)}"
         )
 
 

@@ -92,6 +92,12 @@ class ApiToken:
     def live(self, today: date) -> bool:
         return not self.revoked and not self.expired(today)
 
+    def status(self, today: date) -> str:
+        """``live``, ``revoked`` or ``expired``, as the CLI and ``/api/user/tokens/`` show it."""
+        if self.revoked:
+            return "revoked"
+        return "expired" if self.expired(today) else "live"
+
     def to_record(self) -> dict[str, Any]:
         return {
             "id": self.id,

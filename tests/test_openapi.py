@@ -18,7 +18,12 @@ from settings_server.auth import authenticator
 
 app = create_app({"TESTING": True, "SETTINGS_BACKEND": "memory://"})
 _staff = authenticator(app).users.create("schema-staff", "pw-schema", is_staff=True)
-HEADERS = {"Authorization": f"Token {authenticator(app).tokens.issue(_staff, 'schema').key}"}
+
+
+def fresh_headers() -> dict[str, str]:
+    """A new token for each case: ``DELETE /api/user/tokens/{id}/`` may revoke an earlier one."""
+    return {"Authorization": f"Token {authenticator(app).tokens.issue(_staff, 'schema').key}"}
+
 
 schema = schemathesis.openapi.from_wsgi("/api/schema/", app)
 
@@ -33,7 +38,7 @@ def test_api_keeps_to_its_schema(case):
     ``offset`` that is not a positive integer instead of rejecting it (docs/contract.md §6.2).
     """
     case.call_and_validate(
-        headers=HEADERS,
+        headers=fresh_headers(),
         checks=[not_a_server_error, status_code_conformance, content_type_conformance,
                 response_schema_conformance],
     )

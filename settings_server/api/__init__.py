@@ -42,7 +42,7 @@ def init_app(app: Flask) -> None:
     api = Api(app)
     registry = app.extensions["settings_registry"]
 
-    from . import health, root, schemas, users
+    from . import health, root, schemas, tokens, users
 
     for name, definitions in (
         ("global_key", registry.global_settings),
@@ -59,6 +59,7 @@ def init_app(app: Flask) -> None:
     api.register_blueprint(health.blp)
     api.register_blueprint(settings.blp)
     api.register_blueprint(users.blp)
+    api.register_blueprint(tokens.blp)
     app.extensions["settings_api"] = api
     app.before_request(before_api_request)
     app.after_request(add_allow_header)
