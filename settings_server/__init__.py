@@ -20,7 +20,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """
     from backends import store_from_url
 
-    from . import access_log, api, auth, errors, metrics, security, speedups
+    from . import access_log, api, auth, errors, metrics, security, speedups, web
     from .config import from_environment
     from .registry import load_registry
     from .service import SettingsService
@@ -45,6 +45,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     metrics.init_app(app)  # before the API: it counts the status its hooks leave
     security.init_app(app)  # before the API: its body limit runs before anything reads
     api.init_app(app)
+    web.init_app(app)  # the settings page, /settings/, and / redirecting to it
     errors.init_app(app)  # after flask-smorest, whose own error handler it replaces
     access_log.init_app(app)  # last: its clock starts before every other hook
     return app

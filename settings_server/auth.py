@@ -153,6 +153,10 @@ class Authenticator:
             return None
         return user
 
+    def log_out(self, response: Response) -> None:
+        """Delete the session cookie (sessions are signed, not stored: nothing else to end)."""
+        response.delete_cookie(SESSION_COOKIE, httponly=True, samesite="Lax", secure=request.is_secure)
+
     def log_in(self, response: Response, user: User) -> None:
         """Set ``sessionid`` and a fresh ``csrftoken`` on ``response``."""
         secure = request.is_secure
@@ -174,9 +178,10 @@ class Authenticator:
 
     # -- CSRF ------------------------------------------------------------------------------
 
-    def check_csrf(self) -> None:
+    def check_csrf(self, submitted: str | None = None) -> None:
         """403 unless the unsafe, session-authenticated request passes Django's checks in
-        Django's order: Origin, then the cookie, then the header matching it."""
+        Django's order: Origin, then the cookie, then the header matching it (or ``submitted``,
+        a form's hidden field, when given)."""
         origin = request.headers.get("Origin")
         if origin is not None:
             own = f"{request.scheme}://{request.host}".lower()
@@ -187,7 +192,7 @@ class Authenticator:
         cookie = request.cookies.get(CSRF_COOKIE)
         if not cookie:
             _csrf_failed("CSRF cookie not set.")
-        header = request.headers.get(CSRF_HEADER)
+        header = submitted if submitted is not None else request.headers.get(CSRF_HEADER)
         if not header:
             _csrf_failed("CSRF token missing.")
         if not hmac.compare_digest(header.encode(), cookie.encode()):
@@ -278,19 +283,36 @@ def _basic_user(auth: Authenticator, parts: list[str]) -> User:
         username, password = decoded.split(":", 1)
     except (ValueError, binascii.Error):
         _unauthorized("Invalid basic header. Credentials not correctly base64 encoded.")
+    try:
+        user = password_user(auth, username, password)
+    except Throttled as exc:
+        fail_detail(429, str(exc), {"Retry-After": str(exc.wait)})
+    if user is None:
+        _unauthorized("Invalid username/password.")
+    return user
+
+
+class Throttled(Exception):
+    """Too many failed logins from this address or for this username: the message is the 429
+    ``detail``, ``wait`` the seconds until the next try."""
+
+    def __init__(self, wait: int) -> None:
+        super().__init__(f"Request was throttled. Expected available in {wait} seconds.")
+        self.wait = wait
+
+
+def password_user(auth: Authenticator, username: str, password: str) -> User | None:
+    """The active user with this username and password, else ``None`` (the failure counted by
+    the login throttle). Raises :class:`Throttled` before the password costs a hash when the
+    throttle refuses. Basic auth and the settings page's sign-in form both log in here."""
     throttle = security.throttle()
     address = request.remote_addr or ""
     wait = throttle.retry_after(address, username)
-    if wait is not None:  # refused before the password costs a hash
-        fail_detail(
-            429,
-            f"Request was throttled. Expected available in {wait} seconds.",
-            {"Retry-After": str(wait)},
-        )
+    if wait is not None:
+        raise Throttled(wait)
     user = auth.users.authenticate(username, password)
     if user is None:
         throttle.failed(address, username)
-        _unauthorized("Invalid username/password.")
     return user
 
 

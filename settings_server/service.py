@@ -224,6 +224,11 @@ class SettingsService:
         stored = self.store.get_many(kind.namespace(user_id), [d.key for d in definitions])
         return {d.key: self._value(kind, d, stored, user_id) for d in definitions}
 
+    def stored(self, kind: Kind, user_id: int | None = None) -> dict[str, str]:
+        """The wire values stored for ``kind`` (and ``user_id``), by key, without defaults:
+        which settings were ever written, for the settings page's "source" of a value."""
+        return dict(self.store.get_all(kind.namespace(user_id)))
+
     # -- writing ---------------------------------------------------------------------------
 
     def update(
