@@ -236,6 +236,38 @@ def test_a_stale_page_is_told_and_shown_the_fresh_value(browser, site):
     assert site.value("INVENTREE_INSTANCE") == "Admin's lab"
 
 
+def test_writes_carry_if_match_and_a_412_shows_the_fresh_value(browser, site):
+    """With the ETag of its re-read (change control), a write that loses the race is refused
+    with 412: the page says so and shows what won."""
+    from playwright.sync_api import expect
+
+    sent: list[str | None] = []
+
+    def tagged(route):  # the detail GET, with an ETag as change control adds it
+        if route.request.method != "GET":
+            sent.append(route.request.headers.get("if-match"))
+            site.api("PATCH", "/api/settings/global/INVENTREE_INSTANCE/", "carol",
+                     json={"value": "Carol won"})  # lands between the re-read and the write
+            route.fulfill(status=412, content_type="application/json",
+                          body='{"detail":"Precondition failed."}')
+            return
+        response = route.fetch()
+        route.fulfill(response=response, headers={**response.headers, "etag": '"v1"'})
+
+    page = open_page(browser, site)
+    page.route("**/api/settings/events/**", lambda route: route.abort())
+    page.reload()
+    page.route("**/api/settings/global/INVENTREE_INSTANCE/", tagged)
+    name = page.get_by_label("Instance label", exact=True)
+    name.fill("Admin's lab")
+    name.press("Enter")
+    error = row(page, "INVENTREE_INSTANCE").locator(".error")
+    expect(error).to_contain_text("Changed by someone else meanwhile")
+    expect(name).to_have_value("Carol won")
+    assert sent == ['"v1"']
+    assert site.value("INVENTREE_INSTANCE") == "Carol won"
+
+
 def test_non_staff_cannot_edit_globals_but_can_edit_their_own(browser, site):
     from playwright.sync_api import expect
 
