@@ -469,7 +469,11 @@ class RedisStore(ReadsThroughGetEach, KeyValueStore):
         self._redis  # noqa: B018  made on first use, with the scripts registered
         send = self._script_call(announced, self._commit, keys, args)
         results = self._write(announced, send, changes)
-        return None if results[0] is None else int(results[0])
+        if results[0] is None:
+            if self._cache is not None:  # a copy may be what failed the check: read afresh
+                self._cache.drop(list(wanted))
+            return None
+        return int(results[0])
 
     def _script_call(
         self, announced: list[str], script: Any, keys: list[str], args: list[str]
