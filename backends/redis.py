@@ -492,6 +492,18 @@ class RedisStore(ReadsThroughGetEach, KeyValueStore):
             )
         return bool(results[0])
 
+    def delete_many(self, namespace: str, keys: Iterable[str]) -> int:
+        keys = list(keys)
+        if not keys:
+            return 0
+        with self._errors():
+            results = self._write(
+                [namespace],
+                self._transaction([namespace], lambda pipe: pipe.hdel(self._key(namespace), *keys)),
+                lambda _: {namespace: dict.fromkeys(keys, DELETED)},
+            )
+        return int(results[0])
+
     def compare_and_set(self, namespace: str, key: str, expected: Any | None, value: Any) -> bool:
         hash_key, text = self._key(namespace), encode(value)
 

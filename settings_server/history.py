@@ -28,8 +28,9 @@ SOURCES = ("api", "bulk", "import", "restore")
 FIELDS = ("id", "kind", "key", "user", "old", "new", "actor", "actor_name", "source", "timestamp")
 #: The counter that holds the highest id :meth:`History.trim` has deleted.
 TRIMMED = "history_trimmed"
-#: A namespace is trimmed after every this many of the store's changes.
-TRIM_EVERY = 32
+#: The history is trimmed after every this many of the store's changes (so at most about this
+#: many entries beyond the retained ones are stored).
+TRIM_EVERY = 1024
 
 
 class Viewer(Protocol):
@@ -126,10 +127,9 @@ class History:
         highest = 0
         for name in self._all_namespaces():
             _kept, gone = _retained(_entries(self.store.get_all(name)), self.limit)
-            for entry in gone:
-                if self.store.delete(name, log_key(entry["id"])):
-                    dropped += 1
-                highest = max(highest, entry["id"])
+            if gone:
+                dropped += self.store.delete_many(name, [log_key(entry["id"]) for entry in gone])
+                highest = max(highest, *(entry["id"] for entry in gone))
         if highest:
             while True:
                 current = self.store.get(COUNTERS, TRIMMED)
@@ -220,7 +220,8 @@ def _entry(entry_id: int, stored: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _entries(stored: Mapping[str, Any]) -> list[dict[str, Any]]:
-    return [_entry(int(key), value) for key, value in stored.items() if key.isdigit()]
+    """The entries of a history namespace, oldest first."""
+    return [_entry(int(key), stored[key]) for key in sorted(stored) if key.isdigit()]
 
 
 def _retained(
