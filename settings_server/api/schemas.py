@@ -188,14 +188,11 @@ def ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def error_response(description: str) -> dict[str, Any]:
+def error(description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": ref("ApiError")}}}
 
 
-AUTH_ERRORS = {
-    "401": error_response("Not authenticated"),
-    "406": error_response("Unacceptable Accept header"),
-}
+AUTH_ERRORS = {"401": error("Not authenticated"), "406": error("Unacceptable Accept header")}
 
 
 def list_responses(name: str) -> dict[str, Any]:
@@ -206,7 +203,7 @@ def list_responses(name: str) -> dict[str, Any]:
             "description": "A bare array without a positive `limit`, else one page",
             "content": {"application/json": {"schema": schema}},
         },
-        "400": error_response("Invalid search expression"),
+        "400": error("Invalid search expression"),
         **AUTH_ERRORS,
     }
 
@@ -214,13 +211,13 @@ def list_responses(name: str) -> dict[str, Any]:
 def detail_responses(name: str, write: bool = False) -> dict[str, Any]:
     responses = {
         "200": {"description": name, "content": {"application/json": {"schema": ref(name)}}},
-        "404": error_response("No such setting"),
+        "404": error("No such setting"),
         **AUTH_ERRORS,
     }
     if write:
-        responses["400"] = error_response("Invalid value or body")
-        responses["403"] = error_response("Permission denied or CSRF failure")
-        responses["415"] = error_response("Unsupported body type")
+        responses["400"] = error("Invalid value or body")
+        responses["403"] = error("Permission denied or CSRF failure")
+        responses["415"] = error("Unsupported body type")
     return responses
 
 

@@ -20,7 +20,7 @@ from ..errors import not_found
 from ..rendering import json_response
 from ..tokens import NAME_MAX_LENGTH, ApiToken, InvalidTokenName, sanitise_name
 from .drf import BODY, Blueprint
-from .schemas import AUTH_ERRORS, error_response
+from .schemas import AUTH_ERRORS, error
 
 blp = Blueprint(
     "tokens", __name__, url_prefix="/api/user/tokens", description="The caller's own API tokens"
@@ -94,9 +94,9 @@ class Tokens(MethodView):
     @blp.response(201, NewToken)
     @blp.doc(responses={
         **AUTH_ERRORS,
-        "400": error_response("Invalid name or body"),
-        "403": error_response("CSRF failure"),
-        "415": error_response("Unsupported body type"),
+        "400": error("Invalid name or body"),
+        "403": error("CSRF failure"),
+        "415": error("Unsupported body type"),
     })
     def post(self, body: dict[str, Any]) -> Response:
         """Issue a token named ``name`` for the caller (revoking their live one of that name)
@@ -120,7 +120,7 @@ class TokenDetail(MethodView):
 
     @blp.response(204)
     @blp.doc(responses={
-        **AUTH_ERRORS, "403": error_response("CSRF failure"), "404": error_response("No such token of yours"),
+        **AUTH_ERRORS, "403": error("CSRF failure"), "404": error("No such token of yours"),
     })
     def delete(self, token_id: int) -> Response:
         """Revoke one of the caller's tokens; another user's id is 404 like one that does not
