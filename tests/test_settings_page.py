@@ -165,6 +165,20 @@ def test_source_and_difference_from_the_default(client, make_user, auth_headers)
     assert 'data-source="default"' in untouched and "differs" not in untouched.split(">")[0]
 
 
+def test_pinned_settings_are_read_only_with_the_reason(make_user):
+    app = create_app({"TESTING": True, "SETTINGS_BACKEND": "memory://",
+                      "SETTINGS_OVERRIDES": '{"INVENTREE_INSTANCE": "Pinned lab"}'})
+    authenticator(app).users.create("admin", "pw-admin", is_staff=True, is_superuser=True)
+    client = app.test_client()
+    sign_in(client, "admin", "pw-admin")
+    html = page_html(client)
+    pinned = row(html, "global", "INVENTREE_INSTANCE")
+    assert 'data-source="pinned"' in pinned and 'value="Pinned lab"' in pinned
+    assert re.search(r"\sreadonly\b", pinned) and 'data-writable="false"' in pinned
+    assert "fixed by the server configuration" in pinned and "Reset to default" not in pinned
+    assert 'data-writable="true"' in row(html, "global", "INVENTREE_COMPANY_NAME")
+
+
 def test_protected_values_never_reach_the_page(tmp_path):
     extra = tmp_path / "extra.json"
     extra.write_text(json.dumps({"global": [

@@ -62,7 +62,7 @@ class PageRow:
     type: str  # the registry's: bool, int, float, str, choice
     value: str  # the served value ("" for a protected one: it is never sent to the page)
     default: str
-    source: str  # "default" (never written) or "stored"
+    source: str  # "default" (never written), "stored" or "pinned" (by the configuration)
     differs: bool  # the value is not the default
     writable: bool
     protected: bool
@@ -175,23 +175,29 @@ def rows(kind: Kind, user: User) -> list[PageRow]:
     user_id = user.id if kind.per_user else None
     definitions = service.definitions(kind)
     stored = service.stored(kind, user_id)
-    writable = kind.per_user or user.is_staff
+    may_write = kind.per_user or user.is_staff
     shown = []
     for row in service.list(kind, user_id):
-        definition = definitions[row.key]
-        if definition.hidden:
+        definition = definitions.get(row.key)
+        if definition is None or definition.hidden:  # no longer in the registry, or hidden
             continue
         served = json.loads(row.json)
-        shown.append(_page_row(kind, definition, served, stored.get(row.key), writable))
+        if service.pinned(kind, row.key):
+            source = "pinned"
+        else:
+            source = "default" if stored.get(row.key) is None else "stored"
+        shown.append(_page_row(kind, definition, served, stored.get(row.key), source, may_write))
     return shown
 
 
 def _page_row(
     kind: Kind, definition: SettingDefinition, served: dict[str, Any], stored: str | None,
-    writable: bool,
+    source: str, may_write: bool,
 ) -> PageRow:
     detail = served["pk"] if kind is NOTIFICATION else definition.key
-    value = stored if stored is not None else served["value"]
+    value = served["value"]
+    if definition.protected:  # served as ***: the page learns only whether it is the default
+        value = definition.wire_default if stored is None else stored
     return PageRow(
         kind=kind.name,
         key=definition.key,
@@ -202,9 +208,9 @@ def _page_row(
         type=definition.type,
         value="" if definition.protected else served["value"],
         default="" if definition.protected else definition.wire_default,
-        source="default" if stored is None else "stored",
+        source=source,
         differs=value != definition.wire_default,
-        writable=writable,
+        writable=may_write and source != "pinned",
         protected=definition.protected,
         choices=[
             {"value": c["value"], "label": c.get("display_name", c["value"])}
