@@ -80,7 +80,7 @@ def browser() -> Iterator:
             launched.close()
 
 
-def start_site(servers, backend: str) -> Site:
+def start_site(servers, backend: str, **env: str) -> Site:
     app = create_app({"TESTING": True, "SETTINGS_BACKEND": backend})
     directory = authenticator(app)
     tokens = {}
@@ -88,7 +88,7 @@ def start_site(servers, backend: str) -> Site:
         user = directory.users.create(name, f"pw-{name}", is_staff=staff, is_superuser=name == "admin")
         tokens[name] = directory.tokens.issue(user, "tests").key
     app.extensions["settings_store"].close()
-    server = servers.start(backend, "--workers", "1")
+    server = servers.start(backend, "--workers", "1", **env)
     return Site(server.url, tokens)
 
 
@@ -292,6 +292,23 @@ def test_non_staff_cannot_edit_globals_but_can_edit_their_own(browser, site):
     rows = site.api("GET", "/api/settings/notification/", "bob").json()
     assert rows[0]["value"] == "False"
     assert site.attempted == [] and site.errors == []
+
+
+def test_pinned_settings_are_read_only_even_for_staff(browser, servers, tmp_path):
+    from playwright.sync_api import expect
+
+    site = start_site(servers, f"sqlite:///{tmp_path}/page.db",
+                      SETTINGS_OVERRIDES='{"BARCODE_WEBCAM_SUPPORT": "False"}')
+    page = open_page(browser, site)
+    switch = page.get_by_role("switch", name="Camera scanning")
+    expect(switch).to_be_disabled()
+    expect(switch).not_to_be_checked()
+    the_row = row(page, "BARCODE_WEBCAM_SUPPORT")
+    expect(the_row.locator(".source")).to_have_text("pinned")
+    expect(the_row).to_contain_text("fixed by the server configuration")
+    switch.click(force=True)
+    assert site.value("BARCODE_WEBCAM_SUPPORT") == "False"
+    expect(page.get_by_role("switch", name="Barcode features")).to_be_enabled()
 
 
 def test_tokens_are_created_shown_once_and_revoked(browser, site):
