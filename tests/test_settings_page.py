@@ -244,6 +244,16 @@ def test_page_and_assets_name_no_other_host(client, alice):
         assert not re.search(r"https?://|url\(|@import", asset.get_data(as_text=True))
 
 
+def test_page_requests_are_logged_with_the_user_and_never_the_password(client, alice, caplog):
+    caplog.set_level("INFO", logger="settings_server.access")
+    sign_in(client, "alice", "pw-alice")
+    client.get("/settings/")
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "settings_server.access"]
+    assert [(line["path"], line["user"], line["auth"]) for line in lines][-1] == (
+        "/settings/", alice.id, "session")
+    assert "pw-alice" not in caplog.text
+
+
 def test_page_answers_are_not_cached_with_credentials(client, alice):
     sign_in(client, "alice", "pw-alice")
     assert client.get("/settings/").headers["Cache-Control"] == "no-store"

@@ -21,6 +21,7 @@ from flask import (
     Flask,
     Response,
     current_app,
+    g,
     redirect,
     render_template,
     request,
@@ -93,9 +94,12 @@ def _service() -> SettingsService:
 
 
 def signed_in_user() -> User | None:
-    """The user of the request's session cookie, or ``None``."""
+    """The user of the request's session cookie, or ``None`` (also left in ``g`` for the
+    request log, as the API's authentication does)."""
     cookie = request.cookies.get(auth.SESSION_COOKIE)
-    return auth.authenticator().user_from_session(cookie) if cookie else None
+    user = auth.authenticator().user_from_session(cookie) if cookie else None
+    g.user, g.auth_scheme = user, "session" if user is not None else None
+    return user
 
 
 @blp.get("/")
