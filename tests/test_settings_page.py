@@ -97,6 +97,17 @@ def test_the_form_is_throttled_with_basic_auth():
     assert client.get_cookie("sessionid") is None
 
 
+def test_a_session_without_its_csrf_cookie_gets_one_for_the_script(client, alice):
+    sign_in(client, "alice", "pw-alice")
+    client.delete_cookie("csrftoken")
+    html = page_html(client)
+    token = client.get_cookie("csrftoken").value
+    assert f'value="{token}"' in html
+    write = client.patch("/api/settings/user/LABEL_INLINE/", json={"value": False},
+                         headers={"X-CSRFToken": token})
+    assert write.status_code == 200
+
+
 def test_sign_out_ends_the_pages_session(client, alice):
     sign_in(client, "alice", "pw-alice")
     csrf = client.get_cookie("csrftoken").value

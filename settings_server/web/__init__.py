@@ -103,7 +103,7 @@ def signed_in_user() -> User | None:
 
 
 @blp.get("/")
-def settings() -> Response | str:
+def settings() -> Response:
     """The page for a signed-in user, else the sign-in form."""
     auth.authenticator().bootstrap_once()
     user = signed_in_user()
@@ -111,7 +111,8 @@ def settings() -> Response | str:
         return _sign_in_form()
     tokens = auth.authenticator().tokens
     today = tokens.now().date()
-    return render_template(
+    csrf_token = request.cookies.get(auth.CSRF_COOKIE) or secrets.token_urlsafe(24)
+    body = render_template(
         "settings.html",
         user=user,
         categories=global_categories(user),
@@ -119,12 +120,13 @@ def settings() -> Response | str:
         notification_rows=rows(NOTIFICATION, user),
         tokens=[(token, token.status(today)) for token in tokens.list_for_user(user.id)],
         csrf_field=CSRF_FIELD,
-        csrf_token=request.cookies.get(auth.CSRF_COOKIE, ""),
+        csrf_token=csrf_token,
     )
+    return _with_csrf_cookie(Response(body), csrf_token)
 
 
 @blp.post("/login/")
-def log_in() -> Response | tuple[str, int, dict[str, str]] | tuple[str, int]:
+def log_in() -> Response:
     """Sign in with the form: the same session as the API's, the same throttle as Basic."""
     authenticator = auth.authenticator()
     authenticator.check_csrf(submitted=request.form.get(CSRF_FIELD, ""))
@@ -160,7 +162,12 @@ def _sign_in_form(
     body = render_template(
         "sign_in.html", error=error, username=username, csrf_field=CSRF_FIELD, csrf_token=token
     )
-    response = Response(body, status, headers)
+    return _with_csrf_cookie(Response(body, status, headers), token)
+
+
+def _with_csrf_cookie(response: Response, token: str) -> Response:
+    """``response``, setting the ``csrftoken`` cookie to ``token`` if the browser lacks it
+    (the form's field and the page's script send it back)."""
     if request.cookies.get(auth.CSRF_COOKIE) != token:
         response.set_cookie(
             auth.CSRF_COOKIE, token, max_age=auth.CSRF_MAX_AGE, samesite="Lax",
