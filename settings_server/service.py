@@ -222,12 +222,9 @@ class SettingsService:
             if key in ordinals and not key.startswith("_"):
                 rows.append(self._row(kind, _ORPHAN, ordinals[key], stored, user_id, key=key))
         rows.sort(key=lambda row: row.pk)
-        # The rows are rendered from the registry (fixed for the life of the process), the
-        # pinned values and the stored ones: their ETag.
-        rows.version = self._tag(
-            f"{kind.name}\x1f{user_id}\x1f{self._currency_override}"
-            f"\x1f{sorted(self._pinned.items())}\x1f{sorted(stored.items())}"
-        )
+        # The ETag of what is served: a tag of the stored values would change when the first
+        # read fixes a generated default (INVENTREE_INSTANCE_ID), the rows staying the same.
+        rows.version = self._tag(f"{kind.name}\x1f{user_id}\x1f" + "\x1e".join(r.json for r in rows))
         self._last_list[kind] = (user_id, stored, rows)
         return rows
 
