@@ -28,8 +28,9 @@ SOURCES = ("api", "bulk", "import", "restore")
 FIELDS = ("id", "kind", "key", "user", "old", "new", "actor", "actor_name", "source", "timestamp")
 #: The counter that holds the highest id :meth:`History.trim` has deleted.
 TRIMMED = "history_trimmed"
-#: A namespace is trimmed after every this many of the store's changes.
-TRIM_EVERY = 32
+#: The history is trimmed after every this many of the store's changes (so at most about this
+#: many entries beyond the retained ones are stored).
+TRIM_EVERY = 1024
 
 
 class Viewer(Protocol):
@@ -56,13 +57,15 @@ def namespace(per_user: bool, user_id: int | None) -> str:
 
 @dataclass(frozen=True)
 class Change:
-    """What one write changes: ``old`` and ``new`` as served (``"***"`` for protected)."""
+    """What one write of a setting does: ``old`` and ``new`` as served (``"***"`` for
+    protected settings, so ``changed`` says whether the value did)."""
 
     kind: str
     key: str
     user: int | None
     old: str
     new: str
+    changed: bool
 
 
 class History:
@@ -104,7 +107,7 @@ class History:
                 },
             )
             for change in changes
-            if change.old != change.new
+            if change.changed
         ]
 
     def committed(self, index: int | None) -> None:
@@ -122,15 +125,11 @@ class History:
         many. Safe to run anywhere at any time: it deletes only what readers no longer see."""
         dropped = 0
         highest = 0
-        for name in list(self.store.namespaces()):
-            if name != "global/history" and not (name.startswith("user:") and name.endswith("/history")):
-                continue
-            stored = self.store.get_all(name)
-            _kept, gone = _retained(_entries(stored), self.limit or 0)
-            for entry in gone:
-                if self.store.delete(name, log_key(entry["id"])):
-                    dropped += 1
-                highest = max(highest, entry["id"])
+        for name in self._all_namespaces():
+            _kept, gone = _retained(_entries(self.store.get_all(name)), self.limit)
+            if gone:
+                dropped += self.store.delete_many(name, [log_key(entry["id"]) for entry in gone])
+                highest = max(highest, *(entry["id"] for entry in gone))
         if highest:
             while True:
                 current = self.store.get(COUNTERS, TRIMMED)
@@ -185,6 +184,20 @@ class History:
                 return entry if any(e["id"] == entry_id for e in kept) else None
         return None
 
+    def everything(self, *, kind: str | None = None, key: str | None = None) -> list[dict[str, Any]]:
+        """Every retained entry of every user, newest first (for the command line)."""
+        names = self._all_namespaces()
+        found = self.store.get_each({name: None for name in names})
+        entries = sorted((e for name in names for e in _entries(found[name])), key=lambda e: e["id"])
+        kept, _gone = _retained(entries, self.limit)
+        return [entry for entry in reversed(kept) if _matches(entry, kind, key)]
+
+    def _all_namespaces(self) -> list[str]:
+        return sorted(
+            name for name in self.store.namespaces()
+            if name == "global/history" or (name.startswith("user:") and name.endswith("/history"))
+        )
+
     def _namespaces(self, viewer: Viewer, user: int | None) -> list[str]:
         if user is not None:
             return [namespace(True, user)]
@@ -207,7 +220,8 @@ def _entry(entry_id: int, stored: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _entries(stored: Mapping[str, Any]) -> list[dict[str, Any]]:
-    return [_entry(int(key), value) for key, value in stored.items() if key.isdigit()]
+    """The entries of a history namespace, oldest first."""
+    return [_entry(int(key), stored[key]) for key in sorted(stored) if key.isdigit()]
 
 
 def _retained(

@@ -387,12 +387,7 @@ class SettingsService:
         ``None`` if one changed. With ``restart`` (a setting that needs one was saved, even
         unchanged), the server is marked as needing a restart."""
         namespace = kind.namespace(user_id)
-        changes = []
-        for key, text in writes.items():
-            definition = self._definitions[kind][key]
-            masked = (lambda v: "***") if definition.protected else (lambda v: v)
-            old = masked(self._value(kind, definition, stored, user_id))
-            changes.append(Change(kind.name, key, user_id, old, masked(text)))
+        changes = self.changes(kind, writes, stored, user_id)
         entries: dict[str, dict[str, str]] = {namespace: dict(writes)} if writes else {}
         if restart:
             entries.setdefault(GLOBAL.namespace(None), {})["SERVER_RESTART_REQUIRED"] = "True"
@@ -404,6 +399,22 @@ class SettingsService:
         )
         self.history.committed(index)
         return index
+    def changes(
+        self, kind: Kind, writes: Mapping[str, str], stored: Mapping[str, str], user_id: int | None
+    ) -> list[Change]:
+        """What writing ``writes`` (key -> string) over ``stored`` changes, as the history
+        records it: values as served (defaults where nothing was stored, ``"***"`` for
+        protected settings)."""
+        changes = []
+        for key, text in writes.items():
+            definition = self._definitions[kind][key]
+            old = self._value(kind, definition, stored, user_id)
+            changed = old != text
+            if definition.protected:
+                old, text = "***", "***"
+            changes.append(Change(kind.name, key, user_id, old, text, changed))
+        return changes
+
     def validate(
         self, kind: Kind, key: str, value: Any, stored: Mapping[str, str], user_id: int | None = None
     ) -> str:
