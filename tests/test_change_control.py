@@ -17,14 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from credentials import basic
 from flask import Flask
 from flask.testing import FlaskClient
 
 from settings_server import create_app
 from settings_server.auth import authenticator
 from settings_server.pinned import PinnedSettingsError
-
-from credentials import basic
 
 HISTORY = "/api/settings/history/"
 GLOBAL = "/api/settings/global/"
