@@ -179,7 +179,7 @@ class History:
         for name in self._namespaces(viewer, None):
             found = self.store.get(name, log_key(entry_id))
             if found is not None:
-                entry = _entry(entry_id, found)
+                entry = {"id": entry_id, **found}
                 kept, _gone = self._visible(viewer, None)
                 return entry if any(e["id"] == entry_id for e in kept) else None
         return None
@@ -214,14 +214,16 @@ class History:
         return _retained(entries, self.limit)
 
 
-def _entry(entry_id: int, stored: Mapping[str, Any]) -> dict[str, Any]:
-    """A stored entry (kept without its id, which is its key) as served."""
-    return {name: entry_id if name == "id" else stored.get(name) for name in FIELDS}
+def served(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """An entry with its fields in the order they are served (:data:`FIELDS`); entries are
+    handed around in any order, and put in this one only when they are rendered."""
+    return {name: entry.get(name) for name in FIELDS}
 
 
 def _entries(stored: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The entries of a history namespace, oldest first."""
-    return [_entry(int(key), stored[key]) for key in sorted(stored) if key.isdigit()]
+    """The entries of a history namespace (kept without their ids, which are their keys),
+    oldest first."""
+    return [{"id": int(key), **stored[key]} for key in sorted(stored) if key.isdigit()]
 
 
 def _retained(

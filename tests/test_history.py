@@ -51,4 +51,5 @@ def test_unchanged_values_log_nothing(store):
     same = Change("global", "A", None, "x", "x", changed=False)
     assert history.log([same], None, "import") == []
     protected = Change("global", "P", None, "***", "***", changed=True)
-    assert [entry for _, entry in history.log([protected], None, "import")][0]["actor"] is None
+    ((namespace, entry),) = history.log([protected], None, "import")
+    assert namespace == "global/history" and entry["actor"] is None and entry["old"] == "***"

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar, NamedTuple
 
 from flask import current_app
@@ -27,7 +28,7 @@ from marshmallow import (
 
 from .. import auth
 from ..errors import PERMISSION_DENIED, fail_detail, not_found
-from ..history import History, parse_timestamp
+from ..history import History, parse_timestamp, served
 from ..rendering import compact, raw_json_response
 from ..service import GLOBAL, KINDS, USER, Kind, SettingNotFound
 from . import schemas
@@ -103,8 +104,19 @@ class Rendered(NamedTuple):
     json: str
 
 
-def _rendered(entry: dict[str, Any]) -> Rendered:
-    return Rendered(compact(entry))
+class Entries(Sequence[Rendered]):
+    """Entries rendered only when the pager takes its page of them (a history holds many)."""
+
+    def __init__(self, entries: list[dict[str, Any]]) -> None:
+        self._entries = entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return [Rendered(compact(served(entry))) for entry in self._entries[index]]
+        return Rendered(compact(served(self._entries[index])))
 
 
 class BulkWrite(Schema):
@@ -147,7 +159,7 @@ class HistoryList(MethodView):
         "403": schemas.error("Another user's entries, asked by a non-superuser"),
         **schemas.AUTH_ERRORS,
     })
-    def get(self, query: dict[str, Any]) -> list[Rendered]:
+    def get(self, query: dict[str, Any]) -> Entries:
         """Changes of global settings and of the caller's own settings, newest first."""
         viewer = auth.require_user()
         user = query["user"]
@@ -157,7 +169,7 @@ class HistoryList(MethodView):
             viewer, kind=query["kind"], key=query["key"], since=query["since"],
             user=None if user == viewer.id else user,
         )
-        return [_rendered(entry) for entry in entries]
+        return Entries(entries)
 
 
 def _visible_entry(entry_id: int) -> dict[str, Any]:
@@ -177,7 +189,7 @@ class HistoryDetail(MethodView):
     })
     def get(self, entry_id: int):
         """One history entry (404 when the caller may not see it)."""
-        return raw_json_response(compact(_visible_entry(entry_id)))
+        return raw_json_response(compact(served(_visible_entry(entry_id))))
 
 
 @blp.route("/history/<int:entry_id>/restore/")

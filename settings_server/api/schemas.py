@@ -195,6 +195,17 @@ def error(description: str) -> dict[str, Any]:
 AUTH_ERRORS = {"401": error("Not authenticated"), "406": error("Unacceptable Accept header")}
 
 
+#: Extension headers of the settings answers (change control).
+ETAG = {"ETag": {
+    "description": "Strong tag of what is served; send it as If-Match or If-None-Match",
+    "schema": {"type": "string"},
+}}
+SOURCE = {"X-Setting-Source": {
+    "description": "Where the value comes from", "schema": {"enum": ["default", "stored", "override"]},
+}}
+NOT_MODIFIED = {"304": {"description": "Unchanged since the If-None-Match tag (no body)"}}
+
+
 def list_responses(name: str) -> dict[str, Any]:
     array = {"type": "array", "items": ref(name)}
     schema = {"oneOf": [array, ref(f"Paginated{name}List")]}
@@ -202,7 +213,9 @@ def list_responses(name: str) -> dict[str, Any]:
         "200": {
             "description": "A bare array without a positive `limit`, else one page",
             "content": {"application/json": {"schema": schema}},
+            "headers": ETAG,
         },
+        **NOT_MODIFIED,
         "400": error("Invalid search expression"),
         **AUTH_ERRORS,
     }
@@ -210,14 +223,21 @@ def list_responses(name: str) -> dict[str, Any]:
 
 def detail_responses(name: str, write: bool = False) -> dict[str, Any]:
     responses = {
-        "200": {"description": name, "content": {"application/json": {"schema": ref(name)}}},
+        "200": {
+            "description": name,
+            "content": {"application/json": {"schema": ref(name)}},
+            "headers": {**ETAG, **SOURCE},
+        },
         "404": error("No such setting"),
         **AUTH_ERRORS,
     }
     if write:
-        responses["400"] = error("Invalid value or body")
+        responses["400"] = error("Invalid value or body, or a pinned setting")
         responses["403"] = error("Permission denied or CSRF failure")
+        responses["412"] = error("If-Match no longer matches: nothing written")
         responses["415"] = error("Unsupported body type")
+    else:
+        responses.update(NOT_MODIFIED)
     return responses
 
 
