@@ -262,10 +262,13 @@ def test_gunicorn_workers_killed_mid_burst_leave_no_value_without_its_entry(serv
                 workers = server.workers()
                 assert workers, "no worker to kill"
                 os.kill(workers[0], signal.SIGKILL)
-            time.sleep(0.5)
+            deadline = time.monotonic() + 20  # a loaded machine: let the new workers write
+            while sent["ok"] < 20 and time.monotonic() < deadline:
+                time.sleep(0.1)
         finally:
             stop.set()
-    assert sent["ok"] > 10
+    server.stop()  # a request a client gave up on may still be running: let it end
+    assert sent["ok"] >= 20
     entries = assert_each_value_has_its_entries(
         shared_url, ["INVENTREE_INSTANCE", "INVENTREE_COMPANY_NAME"])
     assert all(re.match(r"^c\d-[sm]\d+$", e["new"]) for e in entries)
