@@ -845,3 +845,24 @@ def test_sqlite_failing_at_the_second_row_of_a_bulk_write_writes_nothing(tmp_pat
         headers=site.headers["staff"])
     assert again.status_code == 200
     assert sorted(e["new"] for e in site.entries()) == ["one", "two"]
+
+
+# -- the OpenAPI document ---------------------------------------------------------------------
+
+
+def test_every_change_control_operation_is_documented(memory_site):
+    paths = memory_site.client.get("/api/schema/").get_json()["paths"]
+    expected = {
+        "/api/settings/history/": {"get"},
+        "/api/settings/history/{entry_id}/": {"get"},
+        "/api/settings/history/{entry_id}/restore/": {"post"},
+        "/api/settings/bulk/global/": {"patch"},
+        "/api/settings/bulk/user/": {"patch"},
+    }
+    for path, methods in expected.items():
+        assert path in paths, path
+        assert methods <= set(paths[path]), (path, set(paths[path]))
+        for method in methods:
+            responses = paths[path][method]["responses"]
+            assert "200" in responses and "401" in responses, (path, method)
+    assert "412" in paths["/api/settings/global/{key}/"]["patch"]["responses"]
