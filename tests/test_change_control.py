@@ -420,6 +420,14 @@ def test_restore_of_a_user_entry_is_for_its_owner(memory_site):
     assert response.get_json()["user"] == site.users["alice"].id
     assert site.value(f"{USER}LABEL_INLINE/", "alice") == "True"
     assert site.value(f"{USER}LABEL_INLINE/", "bob") == "True"
+    pk = site.notification_pk("alice")
+    site.patch(f"{NOTIFICATION}{pk}/", False, who="alice")
+    note = site.entries("alice", kind="notification")[0]
+    response = site.client.post(f"{HISTORY}{note['id']}/restore/", headers=site.headers["alice"])
+    assert response.status_code == 200
+    assert response.get_json() == site.get(f"{NOTIFICATION}{pk}/", "alice").get_json()
+    assert response.get_json()["value"] == "True"
+    assert site.entries("alice", kind="notification")[0]["source"] == "restore"
 
 
 def test_restore_of_a_protected_setting_is_400(memory_site):
@@ -580,6 +588,23 @@ def test_if_none_match(site):
     # another user's write changes neither of alice's
     site.patch(f"{USER}LABEL_INLINE/", False, "bob")
     assert site.get(USER, "alice", **{"If-None-Match": user_list.headers["ETag"]}).status_code == 304
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "a detail ETag is a tag of the value alone, but INVENTREE_DEFAULT_CURRENCY's row also "
+    "carries choices computed from CURRENCY_CODES: after CURRENCY_CODES changes, the body "
+    "changes, the ETag does not, and If-None-Match answers 304 for the stale body"
+))
+def test_if_none_match_never_answers_304_for_a_changed_body(memory_site):
+    site = memory_site
+    currency = f"{GLOBAL}INVENTREE_DEFAULT_CURRENCY/"
+    before = site.get(currency)
+    assert site.patch(f"{GLOBAL}CURRENCY_CODES/", "USD,EUR").status_code == 200
+    after = site.get(currency)
+    assert after.data != before.data  # the choices changed with CURRENCY_CODES
+    conditional = site.get(currency, **{"If-None-Match": before.headers["ETag"]})
+    assert conditional.status_code == 200
+    assert conditional.data == after.data
 
 
 def test_conditional_headers_leave_the_327_bodies_alone(memory_site):
