@@ -33,13 +33,18 @@ ROUNDS = 25
 WRITERS_PER_SERVER = 2
 
 
-@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(params=[
+    "sqlite",
+    pytest.param("redis", marks=pytest.mark.redis),
+    pytest.param("redis-cache", marks=pytest.mark.redis),
+])
 def shared_url(request, tmp_path) -> str:
     """One store that several processes open: a SQLite file, or the test Redis under a
-    private prefix."""
+    private prefix (also with ``cache=on``: each process keeps copies)."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'shared.db'}"
-    return request.getfixturevalue("redis_url")
+    url = request.getfixturevalue("redis_url")
+    return f"{url}&cache=on" if request.param == "redis-cache" else url
 
 
 def staff_token(url: str) -> dict[str, str]:
