@@ -482,16 +482,7 @@ class RedisStore(ReadsThroughGetEach, KeyValueStore):
             return made
 
         def send() -> Callable[[], list[Any]]:
-            """EVALSHA sent raw (redis-py's call of a script costs more than the round trip
-            on a local Redis); a server that lost its scripts is given it again."""
-            script = self._redis and self._commit  # the client registers the scripts
-            command = ("EVALSHA", script.sha, len(keys), *keys, *args)
-            receive = self._send([command])
-            try:
-                results = receive()
-            except redis.exceptions.NoScriptError:
-                self._redis.script_load(_COMMIT)
-                results = self._send([command])()
+            results = [self._run_commit(keys, args)]
             return lambda: results
 
         results = self._write(announced, send, changes)
@@ -500,6 +491,18 @@ class RedisStore(ReadsThroughGetEach, KeyValueStore):
                 self._cache.drop(list(wanted))
             return None
         return int(results[0])
+
+    def _run_commit(self, keys: list[str], args: list[str]) -> Any:
+        """The commit script's answer. EVALSHA is sent raw (redis-py's call of a script costs
+        more than the round trip on a local Redis); a server that lost its scripts is given
+        it again."""
+        script = self._redis and self._commit  # the client registers the scripts
+        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
+        try:
+            return self._send([command])()[0]
+        except redis.exceptions.NoScriptError:
+            self._redis.script_load(_COMMIT)
+            return self._send([command])()[0]
 
     def _announcements(self, namespaces: list[str]) -> list[str]:
         """The channel and message a script publishes to announce ``namespaces``."""
@@ -609,6 +612,10 @@ class RedisClusterStore(RedisStore):
 
     def _announcements(self, namespaces: list[str]) -> list[str]:
         return [""]
+
+    def _run_commit(self, keys: list[str], args: list[str]) -> Any:
+        """Through redis-py, which finds the node of the keys' slot."""
+        return (self._redis and self._commit)(keys=keys, args=args)
 
     def _commit_steps(self, encoded, wanted, logged):
         """One script per slot, the expectations' slot first (they must name one group), each
