@@ -37,7 +37,7 @@ from typing import Any
 
 from flask import Flask, Response, current_app, request
 
-from backends import KeyValueStore, StorageError
+from backends import ChangeWatch, KeyValueStore, StorageError
 from backends.readahead import ReadAheadStore
 
 from . import auth
@@ -266,6 +266,9 @@ class TimedStore(KeyValueStore):
 
     def namespaces(self) -> Iterator[str]:
         return self._timed("namespaces", self.store.namespaces)
+
+    def change_watch(self) -> ChangeWatch:
+        return self.store.change_watch()  # not a request's time: its waits are not timed
 
     def ping(self) -> None:
         self._timed("ping", self.store.ping)

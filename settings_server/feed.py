@@ -1,0 +1,163 @@
+"""The change feed's waiting room: one watcher per worker process wakes every waiting client.
+
+A client of ``/api/settings/changes/`` or ``/api/settings/events/`` that has seen every change
+up to some index waits here for a newer one (:meth:`ChangeFeed.wait`). Waiting costs no store
+connection and no thread: one background thread per process (a greenlet under the gevent
+worker, where ``threading`` is cooperative) keeps the store's :class:`~backends.ChangeWatch`,
+learns the newest change index from it, and sets an event that every waiter of the process
+holds. The store decides how it is told (Redis: one subscription; SQLite: the file's change
+counter; memory: a condition); nothing here knows which store is in use.
+
+After a wake the waiters read what changed; :meth:`ChangeFeed.reading` lets only
+:data:`READERS` of a process do so at once, so that a change seen by hundreds of waiters does
+not open hundreds of store connections.
+
+:func:`end_all_waits` (called by the gevent worker on SIGTERM) wakes every waiter of the
+process for good: long-polls answer at once and event streams end, so that the worker exits
+well within the graceful timeout.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from backends import KeyValueStore, StorageError
+
+LOGGER = logging.getLogger("settings_server.feed")
+RECHECK = 2.0  # seconds: the longest a watch waits before it reads the counter anyway
+RETRY_FIRST = 0.1  # seconds before a failed watch is tried again, doubled each time
+RETRY_MAX = 5.0
+READERS = 8  # waiters of one process that read their changes at once
+CLIENT_CHECK = 1.0  # seconds between two looks at whether a waiting client is still there
+
+_FEEDS: weakref.WeakSet[ChangeFeed] = weakref.WeakSet()
+
+
+class ChangeFeed:
+    """The newest change index this process knows of, and the wake-up of its waiters."""
+
+    def __init__(self, store: KeyValueStore) -> None:
+        self.store = store
+        self._latest = 0
+        self._event = threading.Event()  # set, and replaced, when ``_latest`` moves
+        self._ended = False
+        self._thread: threading.Thread | None = None
+        self._pid: int | None = None
+        self._lock = threading.Lock()
+        self._readers: threading.BoundedSemaphore | None = None
+        _FEEDS.add(self)
+
+    @property
+    def ended(self) -> bool:
+        """Whether the process is shutting down (see :func:`end_all_waits`)."""
+        return self._ended
+
+    def wait(
+        self, beyond: int, timeout: float, gone: Callable[[], bool] = lambda: False
+    ) -> int:
+        """Wait until this process has heard of a change index above ``beyond``, at most
+        ``timeout`` seconds; stop early when ``gone()`` says the client has left (looked at
+        every :data:`CLIENT_CHECK` seconds) or the process shuts down. Returns the newest index
+        heard of (which may still be ``beyond`` or less)."""
+        self._start()
+        deadline = time.monotonic() + timeout
+        while True:
+            event = self._event  # taken before ``_latest`` is read: a move sets this event
+            if self._latest > beyond or self._ended:
+                return self._latest
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or gone():
+                return self._latest
+            event.wait(min(remaining, CLIENT_CHECK))
+
+    def reading(self) -> threading.BoundedSemaphore:
+        """Hold while reading the changes a wake announced (``with feed.reading(): ...``)."""
+        if self._readers is None:
+            self._readers = threading.BoundedSemaphore(READERS)
+        return self._readers
+
+    def end(self) -> None:
+        """Wake every waiter for good and stop the watcher (the process is shutting down)."""
+        self._ended = True
+        self._event.set()
+
+    # -- the watcher ------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        """Start this process's watcher on first use (again in a forked child)."""
+        if self._pid == os.getpid() or self._ended:
+            return
+        with self._lock:
+            if self._pid != os.getpid():
+                self._event = threading.Event()
+                self._readers = None
+                self._thread = threading.Thread(
+                    target=self._watch, name="settings-change-feed", daemon=True
+                )
+                self._thread.start()
+                self._pid = os.getpid()
+
+    def _watch(self) -> None:
+        watch = None
+        failures = 0
+        while not self._ended:
+            try:
+                if watch is None:
+                    watch = self.store.change_watch()
+                self._moved(watch.next_index(self._latest, RECHECK))
+                if failures:
+                    LOGGER.warning("change feed: the store answers again")
+                failures = 0
+            except StorageError as exc:
+                if not failures:
+                    LOGGER.warning("change feed: %s; retrying with back-off", exc)
+                failures += 1
+                if watch is not None:
+                    watch.close()
+                    watch = None
+                time.sleep(min(RETRY_MAX, RETRY_FIRST * 2 ** (failures - 1)))
+            except Exception:  # never let the watcher die: waiters would wait for nothing
+                LOGGER.exception("change feed: unexpected error")
+                time.sleep(RETRY_MAX)
+        if watch is not None:
+            watch.close()
+
+    def _moved(self, index: int) -> None:
+        if index == self._latest:
+            return
+        self._latest = index  # before the event is swapped: see ``wait``
+        event, self._event = self._event, threading.Event()
+        event.set()
+
+
+def end_all_waits() -> None:
+    """Wake every waiter of every feed of this process for good (worker shutdown)."""
+    for feed in list(_FEEDS):
+        feed.end()
+
+
+def client_gone(environ: dict[str, Any]) -> Callable[[], bool]:
+    """Whether the client of a request has closed its connection, as far as the server can
+    tell without reading from it: a peek at the socket gunicorn hands the app (nothing to look
+    at elsewhere, where this is always ``False``)."""
+    sock = environ.get("gunicorn.socket")
+    raw = getattr(sock, "_sock", sock)  # gevent's socket waits on EAGAIN; the raw one does not
+    if raw is None:
+        return lambda: False
+
+    def gone() -> bool:
+        try:
+            return raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            return True
+
+    return gone
