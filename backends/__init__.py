@@ -7,7 +7,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .base import (
-    CHANGE_COUNTER,
+    CHANGES,
     COUNTERS,
     ChangeWatch,
     ConfigurationError,
@@ -63,7 +63,7 @@ def store_from_url(url: str, **options: Any) -> KeyValueStore:
 
 __all__ = [
     "ACCEPTED_FORMS",
-    "CHANGE_COUNTER",
+    "CHANGES",
     "COUNTERS",
     "ChangeWatch",
     "ConfigurationError",

@@ -28,14 +28,20 @@ from __future__ import annotations
 import json
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 COUNTERS = "counters"
-#: The counter of the store's change log (the *change index*): see :class:`ChangeWatch`.
-CHANGE_COUNTER = "changes"
+#: The counter of :meth:`KeyValueStore.commit`'s log entries: the store's *change index*.
+CHANGES = "changes"
 #: Seconds between two reads of the change counter by the default :class:`ChangeWatch`.
 POLL_INTERVAL = 0.25
+
+
+def log_key(index: int) -> str:
+    """The key of the log entry with change index ``index``: zero-padded, so that the keys of
+    a namespace sort as their indexes do."""
+    return f"{index:012d}"
 
 
 class StorageError(Exception):
@@ -131,6 +137,31 @@ class KeyValueStore(ABC):
                 self.set(namespace, key, value)
 
     @abstractmethod
+    def commit(
+        self,
+        writes: Mapping[str, Mapping[str, Any]],
+        *,
+        expect: Mapping[str, Mapping[str, Any | None]] | None = None,
+        log: Sequence[tuple[str, Any]] = (),
+    ) -> int | None:
+        """Check, write and log in one atomic step: if every entry of ``expect``
+        (``{namespace: {key: value or None for absent}}``, compared on the canonical JSON
+        encoding) still holds, store ``writes`` (as :meth:`set_many`) and append each
+        ``(namespace, value)`` of ``log``; otherwise write nothing and return ``None``.
+
+        Each logged value gets the next *change index*: the counter :data:`CHANGES` goes up by
+        one per entry in the same step, and the entry is stored at :func:`log_key` of its index
+        in its namespace. So a reader that sees a value also sees its log entry and the other
+        way round, and indexes are never reused; on stores where :attr:`atomic_across_groups`
+        holds, an entry with a lower index is never written after one with a higher index.
+        Where it does not (Redis Cluster), the indexes are allocated first, the step is atomic
+        per group, and ``expect`` must name namespaces of one group.
+
+        Returns the change index of the last logged entry, or ``0`` when ``log`` is empty.
+        Every value is encoded before anything is written.
+        """
+
+    @abstractmethod
     def delete(self, namespace: str, key: str) -> bool:
         """Remove ``key``; ``True`` if it existed."""
 
@@ -151,7 +182,7 @@ class KeyValueStore(ABC):
 
     def change_watch(self) -> ChangeWatch:
         """A new :class:`ChangeWatch` on this store: how one process waits for the change index
-        (counter :data:`CHANGE_COUNTER`) to move, whichever process or machine moved it.
+        (counter :data:`CHANGES`) to move, whichever process or machine moved it.
 
         The default reads the counter every :data:`POLL_INTERVAL` seconds; backends override it
         with a cheaper signal (a subscription, a file's change counter, a condition). A process
@@ -183,7 +214,7 @@ class ChangeWatch:
     """
 
     def next_index(self, after: int, timeout: float) -> int:
-        """The change index (counter :data:`CHANGE_COUNTER`, 0 when absent) as soon as it is
+        """The change index (counter :data:`CHANGES`, 0 when absent) as soon as it is
         above ``after``, or as it is when ``timeout`` seconds have passed, read from the store
         itself (never from a copy a process keeps). Raises :class:`StorageUnavailable` when the
         store cannot be read or watched; the next call tries again."""
@@ -204,7 +235,7 @@ class PollingChangeWatch(ChangeWatch):
     def next_index(self, after: int, timeout: float) -> int:
         deadline = time.monotonic() + timeout
         while True:
-            index = int(self.store.get(COUNTERS, CHANGE_COUNTER) or 0)
+            index = int(self.store.get(COUNTERS, CHANGES) or 0)
             remaining = deadline - time.monotonic()
             if index > after or remaining <= 0:
                 return index

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from .base import (
-    CHANGE_COUNTER,
+    CHANGES,
     COUNTERS,
     ChangeWatch,
     ConfigurationError,
@@ -20,6 +20,7 @@ from .base import (
     decode,
     decode_many,
     encode,
+    log_key,
 )
 
 
@@ -66,6 +67,31 @@ class MemoryStore(KeyValueStore):
             for namespace, values in encoded.items():
                 self._data.setdefault(namespace, {}).update(values)
 
+    def commit(self, writes, *, expect=None, log=()) -> int | None:
+        encoded = {ns: {k: encode(v) for k, v in values.items()} for ns, values in writes.items()}
+        logged = [(namespace, encode(value)) for namespace, value in log]
+        wanted = {
+            ns: {k: None if v is None else encode(v) for k, v in values.items()}
+            for ns, values in (expect or {}).items()
+        }
+        with self._lock:
+            for namespace, values in wanted.items():
+                entries = self._data.get(namespace, {})
+                if any(entries.get(key) != want for key, want in values.items()):
+                    return None
+            for namespace, values in encoded.items():
+                self._data.setdefault(namespace, {}).update(values)
+            if not logged:
+                return 0
+            counters = self._data.setdefault(COUNTERS, {})
+            index = decode(counters.get(CHANGES, "0"))
+            for namespace, text in logged:
+                index += 1
+                self._data.setdefault(namespace, {})[log_key(index)] = text
+            counters[CHANGES] = encode(index)
+            self._change_counter_moved.notify_all()
+            return index
+
     def delete(self, namespace: str, key: str) -> bool:
         with self._lock:
             return self._data.get(namespace, {}).pop(key, None) is not None
@@ -84,7 +110,7 @@ class MemoryStore(KeyValueStore):
             counters = self._data.setdefault(COUNTERS, {})
             result = decode(counters.get(counter, "0")) + amount
             counters[counter] = encode(result)
-            if counter == CHANGE_COUNTER:
+            if counter == CHANGES:
                 self._change_counter_moved.notify_all()
             return result
 
@@ -93,7 +119,7 @@ class MemoryStore(KeyValueStore):
         return _ConditionWatch(self)
 
     def _change_index(self) -> int:
-        return decode(self._data.get(COUNTERS, {}).get(CHANGE_COUNTER, "0"))
+        return decode(self._data.get(COUNTERS, {}).get(CHANGES, "0"))
 
     def namespaces(self) -> Iterator[str]:
         with self._lock:

@@ -113,6 +113,11 @@ class ReadAheadStore(KeyValueStore):
         self._drop(namespace)
         return self.store.compare_and_set(namespace, key, expected, value)
 
+    def commit(self, writes, *, expect=None, log=()) -> int | None:
+        for namespace in {*writes, *(namespace for namespace, _ in log), COUNTERS}:
+            self._drop(namespace)
+        return self.store.commit(writes, expect=expect, log=log)
+
     def incr(self, counter: str, amount: int = 1) -> int:
         self._drop(COUNTERS)
         return self.store.incr(counter, amount)

@@ -48,7 +48,7 @@ REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 STORE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 2.5)
 STORE_OPERATIONS = (
     "get", "get_many", "get_all", "get_each", "set", "set_many", "delete", "compare_and_set",
-    "incr", "namespaces", "ping",
+    "commit", "incr", "namespaces", "ping",
 )  # fmt: skip
 CREDENTIAL_SCHEMES = {"basic": "basic", "token": "token"}
 CLOCK = "settings_server.metrics.started"  # WSGI environ key: when the request's hooks began
@@ -251,6 +251,11 @@ class TimedStore(KeyValueStore):
 
     def delete(self, namespace: str, key: str) -> bool:
         return self._timed("delete", self.store.delete, namespace, key)
+
+    def commit(self, writes, *, expect=None, log=()) -> int | None:
+        return self._timed(
+            "commit", lambda: self.store.commit(writes, expect=expect, log=log)
+        )
 
     def compare_and_set(self, namespace: str, key: str, expected: Any | None, value: Any) -> bool:
         return self._timed(
