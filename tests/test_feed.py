@@ -1,0 +1,501 @@
+"""The change feed (issue 14): the stores' change watches, the per-process waiting room, the
+``X-Settings-Index`` header, ``/api/settings/changes/`` and ``/api/settings/events/``, and
+wake-ups across real servers."""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+
+import pytest
+
+from backends import CHANGES, COUNTERS, store_from_url
+from settings_server.feed import ChangeFeed
+
+# -- the stores' change watches ----------------------------------------------------------------
+
+
+def _writer_for(store_url, store):
+    """A second handle on the same store (another process's, as far as the store can tell),
+    except for memory://, which lives in one process."""
+    return store if store_url == "memory://" else store_from_url(store_url)
+
+
+def _in_background(call):
+    """Run ``call`` in a thread; returns a function that joins it and gives its result and
+    the seconds it took."""
+    result = {}
+
+    def run():
+        started = time.monotonic()
+        result["value"] = call()
+        result["seconds"] = time.monotonic() - started
+
+    thread = threading.Thread(target=run)
+    thread.start()
+
+    def join():
+        thread.join(10)
+        assert not thread.is_alive()
+        return result["value"], result["seconds"]
+
+    return join
+
+
+def test_a_watch_on_an_empty_store_times_out_at_index_zero(store):
+    watch = store.change_watch()
+    try:
+        started = time.monotonic()
+        assert watch.next_index(0, 0.3) == 0
+        assert 0.25 <= time.monotonic() - started < 2
+    finally:
+        watch.close()
+
+
+def test_a_watch_wakes_within_a_second_of_a_logged_write_by_another_client(store_url, store):
+    writer = _writer_for(store_url, store)
+    watch = store.change_watch()
+    try:
+        assert watch.next_index(0, 0.05) == 0  # connected (subscribed) before the write
+        join = _in_background(lambda: watch.next_index(0, 10))
+        time.sleep(0.3)
+        written_at = time.monotonic()
+        index = writer.commit({"global": {"A": "1"}}, log=[("history", {"key": "A"})])
+        value, _ = join()
+        assert (value, index) == (1, 1)
+        assert time.monotonic() - written_at < 1.0
+        assert store.get(COUNTERS, CHANGES) == 1
+    finally:
+        watch.close()
+        if writer is not store:
+            writer.close()
+
+
+def test_a_watch_answers_at_once_when_the_index_is_already_above(store):
+    store.commit({}, log=[("history", {"n": 1}), ("history", {"n": 2})])
+    watch = store.change_watch()
+    try:
+        started = time.monotonic()
+        assert watch.next_index(1, 10) == 2
+        assert time.monotonic() - started < 1
+    finally:
+        watch.close()
+
+
+def test_writes_that_log_nothing_do_not_end_a_watch_early(store_url, store):
+    writer = _writer_for(store_url, store)
+    watch = store.change_watch()
+    try:
+        join = _in_background(lambda: watch.next_index(0, 1.0))
+        time.sleep(0.2)
+        writer.set("global", "A", "1")
+        writer.incr("other")
+        value, seconds = join()
+        assert value == 0 and seconds >= 0.9
+    finally:
+        watch.close()
+        if writer is not store:
+            writer.close()
+
+
+# -- the per-process waiting room --------------------------------------------------------------
+
+
+def test_every_waiter_of_a_process_wakes_on_one_change():
+    store = store_from_url("memory://")
+    feed = ChangeFeed(store)
+    try:
+        joins = [_in_background(lambda: feed.wait(0, 10)) for _ in range(20)]
+        time.sleep(0.3)
+        store.commit({}, log=[("history", {"n": 1})])
+        results = [join() for join in joins]
+        assert {value for value, _ in results} == {1}
+        assert max(seconds for _, seconds in results) < 1.3
+    finally:
+        feed.end()
+
+
+def test_a_wait_times_out_with_the_index_it_knows():
+    store = store_from_url("memory://")
+    store.commit({}, log=[("history", {"n": 1})])
+    feed = ChangeFeed(store)
+    try:
+        feed.wait(0, 5)  # learns index 1
+        started = time.monotonic()
+        assert feed.wait(1, 0.3) == 1
+        assert 0.25 <= time.monotonic() - started < 1.5
+    finally:
+        feed.end()
+
+
+def test_ending_the_feed_releases_its_waiters_at_once():
+    feed = ChangeFeed(store_from_url("memory://"))
+    joins = [_in_background(lambda: feed.wait(0, 30)) for _ in range(5)]
+    time.sleep(0.2)
+    feed.end()
+    assert all(seconds < 1 for _, seconds in (join() for join in joins))
+
+
+def test_a_client_that_left_stops_waiting_within_a_second():
+    feed = ChangeFeed(store_from_url("memory://"))
+    left = threading.Event()
+    try:
+        join = _in_background(lambda: feed.wait(0, 30, gone=left.is_set))
+        time.sleep(0.2)
+        left.set()
+        _, seconds = join()
+        assert seconds < 1.5
+    finally:
+        feed.end()
+
+
+# -- the API (Flask test client, memory://) ----------------------------------------------------
+
+HISTORY_SHIM_NOTE = "temporary: until issue 13's History lands on main"
+
+
+class _HistoryShim:
+    """Temporary (until issue 13's History is merged): the contract's ``index``/``after``
+    over the store's log, global entries in ``global/history``, per-user ones in
+    ``user:N/history``."""
+
+    def __init__(self, store):
+        self.store = store
+
+    def index(self):
+        return self.store.get(COUNTERS, CHANGES) or 0
+
+    def after(self, index, viewer, *, kind=None, key=None):
+        found = self.store.get_each({"global/history": None, f"user:{viewer.id}/history": None})
+        entries = sorted(
+            ({"id": int(k), **v} for values in found.values() for k, v in values.items()),
+            key=lambda e: e["id"],
+        )
+        trimmed = self.store.get(COUNTERS, "history_trimmed") or 0
+        return [
+            e for e in entries
+            if e["id"] > index and kind in (None, e["kind"])
+            and (key is None or key.upper() == e["key"])
+        ], trimmed <= index
+
+
+@pytest.fixture
+def feed_app(app):
+    app.extensions.setdefault("settings_history", _HistoryShim(app.extensions["settings_store"]))
+    yield app
+    app.extensions["settings_feed"].end()
+
+
+@pytest.fixture
+def feed_client(feed_app):
+    return feed_app.test_client()
+
+
+def change(app, key, value, user=None):
+    """Log a change of ``key`` (global, or ``user``'s user setting); its index."""
+    store = app.extensions["settings_store"]
+    kind = "global" if user is None else "user"
+    entry = {"kind": kind, "key": key, "user": None if user is None else user.id,
+             "old": "", "new": value, "actor": None, "actor_name": None, "source": "api",
+             "timestamp": "2026-12-02T03:04:05.678Z"}
+    namespace = "global/history" if user is None else f"user:{user.id}/history"
+    return store.commit({}, log=[(namespace, entry)])
+
+
+def test_settings_answers_carry_the_change_index(feed_app, feed_client, alice, auth_headers):
+    headers = auth_headers(alice)
+    assert feed_client.get("/api/settings/global/", headers=headers).headers["X-Settings-Index"] == "0"
+    change(feed_app, "INVENTREE_INSTANCE", "one")
+    change(feed_app, "INVENTREE_INSTANCE", "two")
+    for path in ("/api/settings/global/", "/api/settings/global/INVENTREE_INSTANCE/",
+                 "/api/settings/user/", "/api/settings/notification/?limit=2"):
+        response = feed_client.get(path, headers=headers)
+        assert response.status_code == 200
+        assert response.headers["X-Settings-Index"] == "2"
+
+
+def test_the_change_index_is_not_shown_to_anonymous_callers(feed_client):
+    response = feed_client.get("/api/settings/global/")
+    assert response.status_code == 401
+    assert "X-Settings-Index" not in response.headers
+
+
+def test_the_change_index_costs_no_read_of_its_own(feed_app, feed_client, alice, auth_headers):
+    """It comes in the request's read-ahead batch: the backend sees one read for a detail GET,
+    as before."""
+    headers = auth_headers(alice)
+    backend = feed_app.extensions["settings_store"].store  # what reaches past the read-ahead
+    feed_client.get("/api/settings/global/INVENTREE_INSTANCE/", headers=headers)  # warm
+    calls = []
+    for name in ("get", "get_many", "get_all", "get_each"):
+        original = getattr(backend, name)
+
+        def counted(*args, _original=original, _name=name, **kwargs):
+            calls.append(_name)
+            return _original(*args, **kwargs)
+
+        setattr(backend, name, counted)
+    response = feed_client.get("/api/settings/global/INVENTREE_INSTANCE/", headers=headers)
+    assert response.status_code == 200 and "X-Settings-Index" in response.headers
+    assert calls == ["get_each"]
+
+
+def test_changes_after_an_index_come_at_once_oldest_first(feed_app, feed_client, alice, auth_headers):
+    for value in ("a", "b", "c"):
+        change(feed_app, "INVENTREE_INSTANCE", value)
+    started = time.monotonic()
+    response = feed_client.get("/api/settings/changes/?since=1", headers=auth_headers(alice))
+    assert time.monotonic() - started < 1
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["index"] == 3 and body["complete"] is True
+    assert [(c["id"], c["new"]) for c in body["changes"]] == [(2, "b"), (3, "c")]
+    assert response.headers["X-Settings-Index"] == "3"
+
+
+def test_a_long_poll_times_out_with_the_current_index(feed_app, feed_client, alice, auth_headers):
+    change(feed_app, "INVENTREE_INSTANCE", "a")
+    started = time.monotonic()
+    response = feed_client.get("/api/settings/changes/?since=1&wait=0.5", headers=auth_headers(alice))
+    assert 0.5 <= time.monotonic() - started < 2
+    assert response.get_json() == {"index": 1, "complete": True, "changes": []}
+
+
+def test_a_long_poll_wakes_within_a_second_of_a_change(feed_app, feed_client, alice, auth_headers):
+    headers = auth_headers(alice)
+    join = _in_background(
+        lambda: feed_client.get("/api/settings/changes/?since=0&wait=10", headers=headers)
+    )
+    time.sleep(0.5)
+    changed_at = time.monotonic()
+    change(feed_app, "INVENTREE_INSTANCE", "new")
+    response, _ = join()
+    assert time.monotonic() - changed_at < 1
+    body = response.get_json()
+    assert body["index"] == 1 and [c["new"] for c in body["changes"]] == ["new"]
+
+
+def test_nobody_sees_another_users_changes(feed_app, feed_client, alice, bob, auth_headers):
+    change(feed_app, "LAST_USED_PRINTING_MACHINES", "alice's", user=alice)
+    change(feed_app, "INVENTREE_INSTANCE", "everybody's")
+    change(feed_app, "LAST_USED_PRINTING_MACHINES", "bob's", user=bob)
+    seen = {
+        user.username: [
+            c["new"] for c in feed_client.get(
+                "/api/settings/changes/?since=0", headers=auth_headers(user)
+            ).get_json()["changes"]
+        ]
+        for user in (alice, bob)
+    }
+    assert seen == {"alice": ["alice's", "everybody's"], "bob": ["everybody's", "bob's"]}
+
+
+def test_another_users_change_does_not_end_a_wait(feed_app, feed_client, alice, bob, auth_headers):
+    headers = auth_headers(bob)
+    join = _in_background(
+        lambda: feed_client.get("/api/settings/changes/?since=0&wait=1.5", headers=headers)
+    )
+    time.sleep(0.3)
+    change(feed_app, "LAST_USED_PRINTING_MACHINES", "alice's", user=alice)
+    response, seconds = join()
+    assert seconds >= 1.4
+    assert response.get_json() == {"index": 1, "complete": True, "changes": []}
+
+
+def test_filters_by_kind_and_key(feed_app, feed_client, alice, auth_headers):
+    change(feed_app, "INVENTREE_INSTANCE", "a")
+    change(feed_app, "LAST_USED_PRINTING_MACHINES", "b", user=alice)
+    change(feed_app, "INVENTREE_COMPANY_NAME", "c")
+    headers = auth_headers(alice)
+
+    def news(query):
+        response = feed_client.get(f"/api/settings/changes/?since=0&wait=0&{query}", headers=headers)
+        return [c["new"] for c in response.get_json()["changes"]]
+
+    assert news("kind=user") == ["b"]
+    assert news("key=inventree_company_name") == ["c"]
+    assert news("kind=global&key=INVENTREE_INSTANCE") == ["a"]
+
+
+def test_a_client_ahead_of_the_store_is_told_to_start_again(feed_client, alice, auth_headers):
+    body = feed_client.get("/api/settings/changes/?since=50&wait=10", headers=auth_headers(alice))
+    assert body.get_json() == {"index": 0, "complete": False, "changes": []}
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("", "since"),
+        ("since=", "since"),
+        ("since=abc", "since"),
+        ("since=-1", "since"),
+        ("since=1.5", "since"),
+        ("since=0&wait=301", "wait"),
+        ("since=0&wait=-1", "wait"),
+        ("since=0&wait=soon", "wait"),
+        ("since=0&wait=nan", "wait"),
+        ("since=0&kind=other", "kind"),
+    ],
+)
+def test_bad_arguments_are_400_naming_the_field(feed_client, alice, auth_headers, query, field):
+    response = feed_client.get(f"/api/settings/changes/?{query}", headers=auth_headers(alice))
+    assert response.status_code == 400
+    body = response.get_json()
+    assert list(body) == [field] and isinstance(body[field], list) and body[field][0]
+
+
+def test_wait_takes_consuls_units(feed_client, alice, auth_headers):
+    started = time.monotonic()
+    response = feed_client.get("/api/settings/changes/?since=0&wait=0s", headers=auth_headers(alice))
+    assert response.status_code == 200 and time.monotonic() - started < 1
+    assert feed_client.get(
+        "/api/settings/changes/?since=0&wait=6m", headers=auth_headers(alice)
+    ).get_json() == {"wait": ["Ensure this value is between 0 and 300 seconds."]}
+
+
+@pytest.mark.parametrize("path", ["/api/settings/changes/?since=0", "/api/settings/events/"])
+def test_anonymous_and_bad_credentials_are_401(feed_client, path):
+    anonymous = feed_client.get(path)
+    assert anonymous.status_code == 401
+    assert anonymous.get_json() == {"detail": "Authentication credentials were not provided."}
+    bad = feed_client.get(path, headers={"Authorization": "Token inv-nope"})
+    assert bad.status_code == 401 and "detail" in bad.get_json()
+
+
+def test_anonymous_callers_are_401_before_their_arguments_are_checked(feed_client):
+    assert feed_client.get("/api/settings/changes/?since=abc").status_code == 401
+
+
+def test_the_feed_is_in_the_openapi_document(feed_client):
+    document = feed_client.get("/api/schema/").get_json()
+    changes = document["paths"]["/api/settings/changes/"]["get"]
+    assert {p["name"] for p in changes["parameters"]} >= {"since", "wait", "kind", "key"}
+    assert "text/event-stream" in document["paths"]["/api/settings/events/"]["get"]["responses"]["200"]["content"]
+    assert "Changes" in document["components"]["schemas"]
+
+
+# -- events through the test client ------------------------------------------------------------
+
+
+class EventReader:
+    """Reads a streamed ``text/event-stream`` answer event by event, in one thread of its own
+    (the stream's request context lives there)."""
+
+    def __init__(self, request):
+        self._blocks = queue.Queue()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._pump, args=(request,), daemon=True)
+        self._thread.start()
+        self.response = self._blocks.get(timeout=5)
+
+    def _pump(self, request):
+        self.response = request()
+        self._blocks.put(self.response)
+        buffer = ""
+        try:
+            for chunk in self.response.response:
+                buffer += chunk.decode() if isinstance(chunk, bytes) else chunk
+                while "\n\n" in buffer:
+                    block, buffer = buffer.split("\n\n", 1)
+                    self._blocks.put(_fields(block))
+                if self._stop.is_set():
+                    break
+        finally:
+            self.response.close()
+            self._blocks.put(None)  # the stream ended
+
+    def next(self, timeout=5.0):
+        """The next event or comment as a dict of its fields (``None``: the stream ended)."""
+        return self._blocks.get(timeout=timeout)
+
+    def close(self):
+        """Stop reading at the next block (a heartbeat at the latest)."""
+        self._stop.set()
+
+
+def _fields(block):
+    fields = {}
+    for line in block.split("\n"):
+        name, _, value = line.partition(":")
+        fields[name or "comment"] = value.strip()
+    return fields
+
+
+def open_events(client, headers, query="", last_event_id=None):
+    if last_event_id is not None:
+        headers = {**headers, "Last-Event-ID": str(last_event_id)}
+    reader = EventReader(
+        lambda: client.get(f"/api/settings/events/{query}", headers=headers, buffered=False)
+    )
+    assert reader.response.status_code == 200
+    assert reader.response.mimetype == "text/event-stream"
+    return reader
+
+
+def test_events_resume_after_last_event_id_without_loss_or_repeat(
+    feed_app, feed_client, alice, auth_headers
+):
+    headers = {**auth_headers(alice), "Accept": "text/event-stream"}
+    for value in ("1", "2", "3"):
+        change(feed_app, "INVENTREE_INSTANCE", value)
+    events = open_events(feed_client, headers, last_event_id=1)
+    assert events.next() == {"retry": "1000", "id": "1"}
+    got = [events.next(), events.next()]
+    assert [(e["id"], e["event"]) for e in got] == [("2", "change"), ("3", "change")]
+    assert json.loads(got[0]["data"])["new"] == "2"
+    change(feed_app, "INVENTREE_INSTANCE", "4")
+    assert events.next()["id"] == "4"
+    events.close()
+
+    change(feed_app, "INVENTREE_INSTANCE", "5")  # while disconnected
+    events = open_events(feed_client, headers, last_event_id=4)
+    assert events.next()["id"] == "4"
+    fifth = events.next()
+    assert fifth["id"] == "5" and json.loads(fifth["data"])["new"] == "5"
+    change(feed_app, "INVENTREE_INSTANCE", "6")
+    assert events.next()["id"] == "6"
+    events.close()
+
+
+def test_events_start_from_now_or_from_since(feed_app, feed_client, alice, auth_headers):
+    headers = auth_headers(alice)
+    change(feed_app, "INVENTREE_INSTANCE", "old")
+    events = open_events(feed_client, headers)
+    assert events.next()["id"] == "1"
+    change(feed_app, "INVENTREE_INSTANCE", "new")
+    assert json.loads(events.next()["data"])["new"] == "new"
+    events.close()
+    events = open_events(feed_client, headers, "?since=0")
+    events.next()
+    assert json.loads(events.next()["data"])["new"] == "old"
+    events.close()
+
+
+def test_events_send_a_heartbeat(feed_app, feed_client, alice, auth_headers):
+    feed_app.config["SETTINGS_FEED_HEARTBEAT"] = "0.3"
+    events = open_events(feed_client, auth_headers(alice))
+    events.next()
+    started = time.monotonic()
+    assert events.next() == {"comment": "heartbeat"}
+    assert 0.2 < time.monotonic() - started < 1.5
+    events.close()
+
+
+def test_events_show_only_what_the_caller_may_see(feed_app, feed_client, alice, bob, auth_headers):
+    events = open_events(feed_client, auth_headers(bob))
+    events.next()
+    change(feed_app, "LAST_USED_PRINTING_MACHINES", "alice's", user=alice)
+    change(feed_app, "INVENTREE_INSTANCE", "everybody's")
+    shown = events.next()
+    assert shown["id"] == "2" and json.loads(shown["data"])["new"] == "everybody's"
+    events.close()
+
+
+def test_events_bad_last_event_id_is_400(feed_client, alice, auth_headers):
+    response = feed_client.get(
+        "/api/settings/events/", headers={**auth_headers(alice), "Last-Event-ID": "x"}
+    )
+    assert response.status_code == 400
+    assert list(response.get_json()) == ["Last-Event-ID"]
