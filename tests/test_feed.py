@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 import queue
+import signal
 import threading
 import time
 
 import pytest
+import requests
 
 from backends import CHANGES, COUNTERS, store_from_url
 from settings_server.feed import ChangeFeed
@@ -499,3 +501,219 @@ def test_events_bad_last_event_id_is_400(feed_client, alice, auth_headers):
     )
     assert response.status_code == 400
     assert list(response.get_json()) == ["Last-Event-ID"]
+
+
+# -- real servers ------------------------------------------------------------------------------
+
+WAKE_LIMIT = 1.0  # seconds from a write's answer to every watcher's news of it
+INSTANCE = "/api/settings/global/INVENTREE_INSTANCE/"
+
+
+class Accounts:
+    """A staff user and a token made directly in the servers' store, from the test process."""
+
+    def __init__(self, backend):
+        from settings_server import create_app
+        from settings_server.auth import authenticator
+
+        self.app = create_app({"TESTING": True, "SETTINGS_BACKEND": backend})
+        users = authenticator(self.app)
+        self.staff = users.users.create("staff", "pw-staff", is_staff=True)
+        self.headers = {"Authorization": f"Token {users.tokens.issue(self.staff, 'feed').key}"}
+
+    def close(self):
+        self.app.extensions["settings_store"].close()
+
+
+class StreamWatcher:
+    """An event stream read by a thread of its own: (arrival time, event) pairs."""
+
+    def __init__(self, url, headers, last_event_id):
+        self.events = []
+        self.ended = threading.Event()
+        self.response = requests.get(
+            f"{url}/api/settings/events/",
+            headers={**headers, "Accept": "text/event-stream", "Last-Event-ID": str(last_event_id)},
+            stream=True, timeout=30,
+        )
+        assert self.response.status_code == 200
+        assert self.response.headers["Content-Type"].startswith("text/event-stream")
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self):
+        block = []
+        try:
+            for line in self.response.iter_lines(decode_unicode=True):
+                if line:
+                    block.append(line)
+                    continue
+                fields = _fields("\n".join(block))
+                block = []
+                if fields.get("event") == "change":
+                    self.events.append((time.monotonic(), fields))
+        except (requests.RequestException, AttributeError):
+            pass
+        finally:
+            self.ended.set()
+
+    def changes(self):
+        return [(at, int(f["id"]), json.loads(f["data"])) for at, f in self.events]
+
+    def close(self):
+        self.response.close()
+
+
+def _long_poll(url, headers, since, wait=20):
+    def call():
+        response = requests.get(
+            f"{url}/api/settings/changes/", params={"since": since, "wait": wait},
+            headers=headers, timeout=wait + 10,
+        )
+        return time.monotonic(), response
+
+    return _in_background(call)
+
+
+def check_wake_up(writer_url, watcher_url, headers, polls=4, streams=2):
+    """Long-polls and event streams on ``watcher_url`` all learn of a write through
+    ``writer_url`` within :data:`WAKE_LIMIT` seconds; the pids that answered the polls."""
+    since = int(requests.get(watcher_url + INSTANCE, headers=headers, timeout=10)
+                .headers["X-Settings-Index"])
+    joins = [_long_poll(watcher_url, headers, since) for _ in range(polls)]
+    watchers = [StreamWatcher(watcher_url, headers, since) for _ in range(streams)]
+    try:
+        time.sleep(1.0)  # every watcher is waiting
+        value = f"feed-{time.monotonic_ns()}"
+        written = requests.patch(writer_url + INSTANCE, json={"value": value}, headers=headers,
+                                 timeout=10)
+        written_at = time.monotonic()
+        assert written.status_code == 200
+        for join in joins:
+            (answered_at, response), _ = join()
+            body = response.json()
+            assert [c["new"] for c in body["changes"]] == [value]
+            assert body["index"] == body["changes"][0]["id"] > since
+            assert answered_at - written_at < WAKE_LIMIT
+        deadline = time.monotonic() + 5
+        while any(not w.events for w in watchers) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        for watcher in watchers:
+            ((arrived_at, _id, entry),) = watcher.changes()
+            assert entry["new"] == value
+            assert arrived_at - written_at < WAKE_LIMIT
+    finally:
+        for watcher in watchers:
+            watcher.close()
+
+
+@pytest.mark.slow
+@pytest.mark.redis
+@pytest.mark.parametrize("cache", ["off", "on"], ids=["no-cache", "cache"])
+def test_a_write_through_one_server_wakes_the_watchers_of_another_on_one_redis(
+    servers, redis_url, cache
+):
+    accounts = Accounts(redis_url)
+    backend = f"{redis_url}&cache={cache}"
+    try:
+        first = servers.start(backend, "--workers", "2")
+        second = servers.start(backend, "--workers", "2")
+        check_wake_up(first.url, second.url, accounts.headers)
+        check_wake_up(second.url, first.url, accounts.headers)
+    finally:
+        accounts.close()
+
+
+@pytest.mark.slow
+def test_a_write_through_one_worker_wakes_the_watchers_of_another_on_one_sqlite_file(
+    servers, tmp_path
+):
+    backend = f"sqlite:///{tmp_path}/feed.db"
+    accounts = Accounts(backend)
+    try:
+        server = servers.start(backend, "--workers", "2")
+        check_wake_up(server.url, server.url, accounts.headers, polls=6)
+        lines = server.request_lines()
+        writer = next(line["pid"] for line in lines if line["method"] == "PATCH")
+        polled = {line["pid"] for line in lines if line["path"] == "/api/settings/changes/"}
+        assert polled - {writer}, "no long-poll was answered by the other worker"
+    finally:
+        accounts.close()
+
+
+@pytest.mark.slow
+@pytest.mark.redis
+def test_an_event_stream_resumes_on_another_server_without_loss_or_repeat(servers, redis_url):
+    accounts = Accounts(redis_url)
+    headers = accounts.headers
+    try:
+        first = servers.start(redis_url, "--workers", "1")
+        second = servers.start(redis_url, "--workers", "1")
+        since = int(requests.get(first.url + INSTANCE, headers=headers, timeout=10)
+                    .headers["X-Settings-Index"])
+        watcher = StreamWatcher(first.url, headers, since)
+        time.sleep(0.5)
+        requests.patch(second.url + INSTANCE, json={"value": "one"}, headers=headers, timeout=10)
+        deadline = time.monotonic() + 5
+        while not watcher.events and time.monotonic() < deadline:
+            time.sleep(0.02)
+        watcher.close()
+        ((_, last_id, entry),) = watcher.changes()
+        assert entry["new"] == "one"
+        for value in ("two", "three"):  # while the client is away
+            requests.patch(first.url + INSTANCE, json={"value": value}, headers=headers, timeout=10)
+        watcher = StreamWatcher(second.url, headers, last_id)
+        deadline = time.monotonic() + 5
+        while len(watcher.events) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.3)  # nothing more comes
+        watcher.close()
+        assert [entry["new"] for _, _, entry in watcher.changes()] == ["two", "three"]
+        assert [i for _, i, _ in watcher.changes()] == [last_id + 1, last_id + 2]
+    finally:
+        accounts.close()
+
+
+@pytest.mark.slow
+def test_sigterm_ends_streams_and_long_polls_well_within_the_graceful_timeout(servers, tmp_path):
+    backend = f"sqlite:///{tmp_path}/term.db"
+    accounts = Accounts(backend)
+    try:
+        server = servers.start(backend, "--workers", "1", SETTINGS_GRACEFUL_TIMEOUT="30")
+        index = int(requests.get(server.url + INSTANCE, headers=accounts.headers, timeout=10)
+                    .headers["X-Settings-Index"])
+        join = _long_poll(server.url, accounts.headers, index, wait=120)
+        watcher = StreamWatcher(server.url, accounts.headers, index)
+        time.sleep(1.0)
+        stopped_at = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        server.process.wait(timeout=15)
+        assert time.monotonic() - stopped_at < 5
+        assert watcher.ended.wait(5)
+        (_, response), _ = join()
+        assert response.status_code == 200
+        assert response.json() == {"index": index, "complete": True, "changes": []}
+    finally:
+        accounts.close()
+
+
+@pytest.mark.slow
+def test_a_client_that_disconnects_frees_its_connection_at_once(servers, tmp_path):
+    """With room for three connections, three event streams fill the worker; closing them
+    lets the next request in within a second or so."""
+    backend = f"sqlite:///{tmp_path}/slots.db"
+    accounts = Accounts(backend)
+    try:
+        server = servers.start(backend, "--workers", "1", SETTINGS_WORKER_CONNECTIONS="3")
+        watchers = [StreamWatcher(server.url, accounts.headers, 0) for _ in range(3)]
+        time.sleep(0.5)
+        with pytest.raises(requests.Timeout):
+            requests.get(server.url + INSTANCE, headers=accounts.headers, timeout=1)
+        for watcher in watchers:
+            watcher.close()
+        closed_at = time.monotonic()
+        response = requests.get(server.url + INSTANCE, headers=accounts.headers, timeout=5)
+        assert response.status_code == 200
+        assert time.monotonic() - closed_at < 2.0
+    finally:
+        accounts.close()
