@@ -12,7 +12,7 @@ from werkzeug.routing import RequestRedirect
 from .. import __version__, auth, speedups
 from ..errors import PERMISSION_DENIED, fail_detail
 from ..rendering import allow_header, json_response
-from . import changes, docs, settings
+from . import docs, feed, settings
 
 JSON_TYPES = ("application/json", "application/*", "*/*")
 
@@ -59,10 +59,10 @@ def init_app(app: Flask) -> None:
     api.register_blueprint(health.blp)
     api.register_blueprint(settings.blp)
     api.register_blueprint(users.blp)
-    changes.register(api)
+    feed.register(api)
     app.extensions["settings_api"] = api
     app.before_request(before_api_request)
-    changes.init_app(app)  # after before_api_request: its hooks need the caller
+    feed.init_app(app)  # after before_api_request: its hooks need the caller
     app.after_request(add_allow_header)
 
 

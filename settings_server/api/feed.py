@@ -38,9 +38,9 @@ from ..service import KINDS
 from . import schemas
 from .drf import Blueprint
 
-LOGGER = logging.getLogger("settings_server.changes")
+LOGGER = logging.getLogger("settings_server.feed")
 blp = Blueprint(
-    "changes", __name__, url_prefix="/api/settings", description="Change feed (extension)"
+    "feed", __name__, url_prefix="/api/settings", description="Change feed (extension)"
 )
 
 INDEX_HEADER = "X-Settings-Index"
@@ -79,9 +79,12 @@ def planned_reads() -> dict[str, list[str]]:
 def note_index() -> None:
     """Remember the change index for ``X-Settings-Index`` (a signed-in caller's settings
     request only: the index is nobody else's business)."""
-    if request.path.startswith(INDEXED_PATHS) and auth.current_user() is not None:
-        if "settings_history" in current_app.extensions:  # TEMPORARY until issue 13 merges
-            g.settings_index = history().index()
+    if (
+        request.path.startswith(INDEXED_PATHS)
+        and auth.current_user() is not None
+        and "settings_history" in current_app.extensions  # TEMPORARY until issue 13 merges
+    ):
+        g.settings_index = history().index()
 
 
 def add_index_header(response: Response) -> Response:
