@@ -4,9 +4,11 @@ wake-ups across real servers."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import signal
+import socket
 import threading
 import time
 
@@ -561,7 +563,13 @@ class StreamWatcher:
         return [(at, int(f["id"]), json.loads(f["data"])) for at, f in self.events]
 
     def close(self):
+        """Hang up now (closing the response alone waits for the reader's next bytes)."""
+        sock = getattr(self.response.raw.connection, "sock", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
         self.response.close()
+        self.ended.wait(5)
 
 
 def _long_poll(url, headers, since, wait=20):

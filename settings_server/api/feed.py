@@ -57,7 +57,6 @@ def init_app(app: Flask) -> None:
     """The feed of this app, and the hooks of ``X-Settings-Index`` (registered after the API's
     own ``before_request``, which authenticates)."""
     app.extensions["settings_feed"] = ChangeFeed(app.extensions["settings_store"])
-    app.config.setdefault("SETTINGS_FEED_HEARTBEAT", "15")
     speedups.also_read(app, planned_reads)
     app.before_request(note_index)
     app.after_request(add_index_header)
