@@ -619,12 +619,14 @@ class Watchers:
                     "Accept: */*\r\n\r\n".encode()
                 )
                 self.received[sock] = b""
-            time.sleep(1.0)  # every request read and waiting
+            streams, polls = self.sockets[1::2], self.sockets[0::2]
+            deadline = time.monotonic() + 30
+            while not all(self.received[s].startswith(b"HTTP/1.1 200") for s in streams):
+                if time.monotonic() > deadline:
+                    raise BenchError("event streams were not all answered 200 within 30 s")
+                self._take(0.1)
+            time.sleep(1.0)  # the long-polls too have been read and wait
             self._take()
-            streams = self.sockets[1::2]
-            polls = self.sockets[0::2]
-            if any(not self.received[s].startswith(b"HTTP/1.1 200") for s in streams):
-                raise BenchError("an event stream was not answered 200 at once")
             if any(self.received[s] for s in polls):
                 raise BenchError("a long-poll answered before any change was made")
         except BaseException:

@@ -8,9 +8,11 @@ learns the newest change index from it, and sets an event that every waiter of t
 holds. The store decides how it is told (Redis: one subscription; SQLite: the file's change
 counter; memory: a condition); nothing here knows which store is in use.
 
-After a wake the waiters read what changed; :meth:`ChangeFeed.reading` lets only
-:data:`READERS` of a process do so at once, so that a change seen by hundreds of waiters does
-not open hundreds of store connections.
+After a wake the waiters read what changed. Those that ask the same question at the same
+index (the same caller and filters, after the same index: typically every waiter of one user)
+ask the store once (:meth:`ChangeFeed.answer`), and only :data:`READERS` of a process read at
+once, so that a change seen by hundreds of waiters does not open hundreds of store
+connections.
 
 :func:`end_all_waits` (called by the gevent worker on SIGTERM) wakes every waiter of the
 process for good: long-polls answer at once and event streams end, so that the worker exits
@@ -25,8 +27,8 @@ import socket
 import threading
 import time
 import weakref
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Hashable
+from typing import Any, TypeVar
 
 from backends import KeyValueStore, StorageError
 
@@ -38,6 +40,16 @@ READERS = 8  # waiters of one process that read their changes at once
 CLIENT_CHECK = 1.0  # seconds between two looks at whether a waiting client is still there
 
 _FEEDS: weakref.WeakSet[ChangeFeed] = weakref.WeakSet()
+T = TypeVar("T")
+
+
+class _Answer:
+    """One question's answer, computed by the first waiter that asks it."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.value: Any = None
+        self.failed = False
 
 
 class ChangeFeed:
@@ -52,6 +64,7 @@ class ChangeFeed:
         self._pid: int | None = None
         self._lock = threading.Lock()
         self._readers: threading.BoundedSemaphore | None = None
+        self._answers: tuple[int, dict[Hashable, _Answer]] = (-1, {})
         _FEEDS.add(self)
 
     @property
@@ -77,8 +90,41 @@ class ChangeFeed:
                 return self._latest
             event.wait(min(remaining, CLIENT_CHECK))
 
-    def reading(self) -> threading.BoundedSemaphore:
-        """Hold while reading the changes a wake announced (``with feed.reading(): ...``)."""
+    def latest(self) -> int:
+        """The newest change index this process has heard of (read from the store after the
+        change it counts was made: a reader may take it as "read before" what it reads next)."""
+        return self._latest
+
+    def answer(self, index: int, question: Hashable, compute: Callable[[], T]) -> T:
+        """``compute()``, shared by every waiter of this process that asks ``question`` at
+        ``index``: the first computes it (at most :data:`READERS` at once), the others wait
+        for its answer. Answers are kept until the index moves; a failure is not kept (each
+        waiter of it computes again)."""
+        with self._lock:
+            kept_index, answers = self._answers
+            if kept_index != index:
+                answers = {}
+                self._answers = (index, answers)
+            answer = answers.get(question)
+            mine = answer is None or answer.failed
+            if mine:
+                answer = answers[question] = _Answer()
+        if not mine:
+            answer.done.wait()
+            if not answer.failed:
+                return answer.value
+            return self.answer(index, question, compute)
+        try:
+            with self._reading():
+                answer.value = compute()
+        except BaseException:
+            answer.failed = True
+            raise
+        finally:
+            answer.done.set()
+        return answer.value
+
+    def _reading(self) -> threading.BoundedSemaphore:
         if self._readers is None:
             self._readers = threading.BoundedSemaphore(READERS)
         return self._readers

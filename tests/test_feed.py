@@ -281,6 +281,32 @@ def test_a_long_poll_wakes_within_a_second_of_a_change(feed_app, feed_client, al
     assert body["index"] == 1 and [c["new"] for c in body["changes"]] == ["new"]
 
 
+def test_waiters_of_one_user_share_one_read_per_change(feed_app, feed_client, alice, auth_headers):
+    history = feed_app.extensions["settings_history"]
+    original, reads = history.after, []
+
+    def after(*args, **kwargs):
+        reads.append(args[0])
+        return original(*args, **kwargs)
+
+    history.after = after
+    try:
+        headers = auth_headers(alice)
+        joins = [
+            _in_background(
+                lambda: feed_client.get("/api/settings/changes/?since=0&wait=10", headers=headers)
+            )
+            for _ in range(10)
+        ]
+        time.sleep(0.5)
+        change(feed_app, "INVENTREE_INSTANCE", "new")
+        bodies = [response.get_json() for (response, _) in (join() for join in joins)]
+    finally:
+        del history.after
+    assert all([c["new"] for c in body["changes"]] == ["new"] for body in bodies)
+    assert reads == [0, 0]  # once while nothing had changed, once after the change
+
+
 def test_nobody_sees_another_users_changes(feed_app, feed_client, alice, bob, auth_headers):
     change(feed_app, "LAST_USED_PRINTING_MACHINES", "alice's", user=alice)
     change(feed_app, "INVENTREE_INSTANCE", "everybody's")

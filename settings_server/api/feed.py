@@ -232,14 +232,21 @@ def _signed_in(view: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _changes_after(
-    since: int, viewer: Any, kind: str | None, key: str | None
+    since: int, viewer: Any, kind: str | None, key: str | None, index: int | None = None
 ) -> tuple[int, list[dict[str, Any]], bool]:
-    """``(index, changes, complete)``: the index read first, then the visible changes after
-    ``since`` up to it (at most :data:`MAX_CHANGES`: then ``index`` is the last one's)."""
-    with feed().reading():
+    """``(index, changes, complete)``: the visible changes after ``since`` up to ``index``
+    (read first, unless the caller has it from the feed), at most :data:`MAX_CHANGES`: then
+    ``index`` is the last one's. Waiters asking the same share one read (see
+    :meth:`~settings_server.feed.ChangeFeed.answer`)."""
+    if index is None:
         index = history().index()
+
+    def read() -> tuple[list[dict[str, Any]], bool]:
         changes, complete = history().after(since, viewer, kind=kind, key=key)
-    changes = [change for change in changes if change["id"] <= index]
+        return [change for change in changes if change["id"] <= index], complete
+
+    question = (since, viewer.id, viewer.is_superuser, kind, key and key.upper())
+    changes, complete = feed().answer(index, question, read)
     if len(changes) > MAX_CHANGES:
         changes = changes[:MAX_CHANGES]
         index = changes[-1]["id"]
@@ -268,13 +275,14 @@ class Changes(MethodView):
         deadline = time.monotonic() + wait
         gone = client_gone(request.environ)
         since, kind, key = query["since"], query["kind"], query["key"]
-        while True:
-            index, changes, complete = _changes_after(since, viewer, kind, key)
+        index, changes, complete = _changes_after(since, viewer, kind, key)
+        while not changes and complete:
             remaining = deadline - time.monotonic()
-            if changes or not complete or remaining <= 0 or feed().ended or gone():
+            if remaining <= 0 or feed().ended or gone():
                 break
             since = index  # nothing the caller may see up to here
-            feed().wait(index, remaining, gone)
+            heard = feed().wait(index, remaining, gone)
+            index, changes, complete = _changes_after(since, viewer, kind, key, max(heard, index))
         response = raw_json_response(
             compact({"index": index, "complete": complete, "changes": changes})
         )
@@ -334,9 +342,10 @@ def _events(
     another)."""
     # An id without data sets the event source's resume point without an event.
     yield f"retry: {RETRY_MS}\nid: {last}\n\n"
+    index = None  # read, the first time
     while True:
         try:
-            index, changes, complete = _changes_after(last, viewer, kind, key)
+            index, changes, complete = _changes_after(last, viewer, kind, key, index)
         except StorageError as exc:
             LOGGER.warning("event stream ended: %s", exc)
             return
@@ -346,9 +355,10 @@ def _events(
             yield f"id: {index}\nevent: incomplete\ndata: {compact({'index': index})}\n\n"
         last = index
         beat_at = time.monotonic() + heartbeat
-        while feed().wait(index, beat_at - time.monotonic(), gone) <= index:
+        while (heard := feed().wait(index, beat_at - time.monotonic(), gone)) <= index:
             if feed().ended or gone():
                 return
             if time.monotonic() >= beat_at:
                 yield ": heartbeat\n\n"
                 beat_at = time.monotonic() + heartbeat
+        index = heard
