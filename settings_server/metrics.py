@@ -58,7 +58,7 @@ class Metrics:
     """The app's metrics (one per app: tests build many apps in one process)."""
 
     def __init__(self) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Histogram
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         self.registry = CollectorRegistry()
         self.requests = Counter(
@@ -96,6 +96,13 @@ class Metrics:
         self.throttled = Counter(
             "settings_server_throttled_requests",
             "Login attempts refused with 429 by the login throttle",
+            registry=self.registry,
+        )
+        self.feed_watchers = Gauge(
+            "settings_server_feed_watchers",
+            "Clients waiting on the change feed now, by form (long-poll, stream)",
+            ("form",),
+            multiprocess_mode="livesum",  # the live workers' waiters added up
             registry=self.registry,
         )
         # Bound label children by (route, method, status): labels() costs a lock and a lookup.

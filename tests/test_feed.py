@@ -751,3 +751,31 @@ def test_a_client_that_disconnects_frees_its_connection_at_once(servers, tmp_pat
         assert time.monotonic() - closed_at < 2.0
     finally:
         accounts.close()
+
+
+def test_waiting_clients_are_counted_in_the_metrics(feed_app, feed_client, make_user, auth_headers):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    staff = auth_headers(make_user("staff", staff=True))
+
+    def watchers():
+        text = feed_client.get("/metrics", headers=staff).get_data(as_text=True)
+        return {
+            sample.labels["form"]: sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == "settings_server_feed_watchers"
+        }
+
+    join = _in_background(
+        lambda: feed_client.get("/api/settings/changes/?since=0&wait=1", headers=staff)
+    )
+    events = open_events(feed_client, staff)
+    events.next()
+    time.sleep(0.3)
+    assert watchers() == {"long-poll": 1.0, "stream": 1.0}
+    join()
+    assert watchers()["long-poll"] == 0.0
+    feed_app.extensions["settings_feed"].end()  # the stream ends
+    assert events.next() is None
+    assert watchers()["stream"] == 0.0

@@ -17,6 +17,7 @@ next time neither loses nor repeats one. Waiting happens in :mod:`settings_serve
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import random
@@ -221,6 +222,17 @@ def _errors() -> dict[str, Any]:
 # -- views ---------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _watching(form: str) -> Iterator[None]:
+    """Count a waiting client in ``settings_server_feed_watchers`` while it waits."""
+    gauge = current_app.extensions["settings_metrics"].feed_watchers.labels(form)
+    gauge.inc()
+    try:
+        yield
+    finally:
+        gauge.dec()
+
+
 def _signed_in(view: Callable[..., Any]) -> Callable[..., Any]:
     """401 for anonymous callers before any argument is read (as the API answers)."""
 
@@ -276,13 +288,16 @@ class Changes(MethodView):
         gone = client_gone(request.environ)
         since, kind, key = query["since"], query["kind"], query["key"]
         index, changes, complete = _changes_after(since, viewer, kind, key)
-        while not changes and complete:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or feed().ended or gone():
-                break
-            since = index  # nothing the caller may see up to here
-            heard = feed().wait(index, remaining, gone)
-            index, changes, complete = _changes_after(since, viewer, kind, key, max(heard, index))
+        with _watching("long-poll"):
+            while not changes and complete:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or feed().ended or gone():
+                    break
+                since = index  # nothing the caller may see up to here
+                heard = feed().wait(index, remaining, gone)
+                index, changes, complete = _changes_after(
+                    since, viewer, kind, key, max(heard, index)
+                )
         response = raw_json_response(
             compact({"index": index, "complete": complete, "changes": changes})
         )
@@ -340,6 +355,18 @@ def _events(
     """The event stream after ``last``: ends when the client leaves, the process shuts down
     or the store fails (the client reconnects with ``Last-Event-ID``, to this server or
     another)."""
+    with _watching("stream"):
+        yield from _stream(last, viewer, kind, key, heartbeat, gone)
+
+
+def _stream(
+    last: int,
+    viewer: Any,
+    kind: str | None,
+    key: str | None,
+    heartbeat: float,
+    gone: Callable[[], bool],
+) -> Iterator[str]:
     # An id without data sets the event source's resume point without an event.
     yield f"retry: {RETRY_MS}\nid: {last}\n\n"
     index = None  # read, the first time
