@@ -165,6 +165,12 @@ class KeyValueStore(ABC):
     def delete(self, namespace: str, key: str) -> bool:
         """Remove ``key``; ``True`` if it existed."""
 
+    def delete_many(self, namespace: str, keys: Iterable[str]) -> int:
+        """Remove ``keys`` of ``namespace`` (absent ones are skipped) in one round trip where
+        the backend can; returns how many existed. Each key's removal is atomic; the batch as
+        a whole need not be."""
+        return sum(self.delete(namespace, key) for key in list(keys))
+
     @abstractmethod
     def compare_and_set(self, namespace: str, key: str, expected: Any | None, value: Any) -> bool:
         """Store ``value`` only if the current value equals ``expected`` (``None``: absent).

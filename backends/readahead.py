@@ -109,6 +109,10 @@ class ReadAheadStore(KeyValueStore):
         self._drop(namespace)
         return self.store.delete(namespace, key)
 
+    def delete_many(self, namespace: str, keys: Iterable[str]) -> int:
+        self._drop(namespace)
+        return self.store.delete_many(namespace, keys)
+
     def compare_and_set(self, namespace: str, key: str, expected: Any | None, value: Any) -> bool:
         self._drop(namespace)
         return self.store.compare_and_set(namespace, key, expected, value)

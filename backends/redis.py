@@ -77,8 +77,9 @@ return 0
 # KEYS[1]: the counters hash, then the hashes written. ARGV: the counter's field, the first
 # change index to use (0: take them from the counter), then three lists, each its length
 # first: expectations (key number, field, encoding or "" for absent), writes (key number,
-# field, encoding), log entries (key number, encoding). Returns false when an expectation
-# fails (nothing written), else the change index of the last entry (0 for none).
+# field, encoding), log entries (key number, encoding); then the channel to announce on (""
+# for none) and the announcements. Returns false when an expectation fails (nothing written),
+# else the change index of the last entry (0 for none).
 _COMMIT = """
 local i = 3
 local n = tonumber(ARGV[i])
@@ -104,6 +105,11 @@ for _ = 1, n do
     index = index + 1
     redis.call('HSET', KEYS[tonumber(ARGV[i + 1])], string.format('%012d', index), ARGV[i + 2])
     i = i + 2
+end
+if ARGV[i + 1] ~= '' then
+    for j = i + 2, #ARGV do
+        redis.call('PUBLISH', ARGV[i + 1], ARGV[j])
+    end
 end
 if n == 0 then return 0 end
 return index
@@ -406,7 +412,7 @@ class RedisStore(ReadsThroughGetEach, KeyValueStore):
         return [encoded]
 
     def commit(self, writes, *, expect=None, log=()) -> int | None:
-        """One Lua script (in a transaction with the announcements of what it may write)."""
+        """One Lua script, which also announces what it wrote: one round trip."""
         encoded = {ns: {k: encode(v) for k, v in values.items()} for ns, values in writes.items()}
         wanted = {
             ns: {k: "" if v is None else encode(v) for k, v in values.items()}
@@ -457,6 +463,7 @@ class RedisStore(ReadsThroughGetEach, KeyValueStore):
         announced = [ns for ns in namespaces if ns in encoded or any(ns == n for n, _ in logged)]
         if logged and not first:
             announced.append(COUNTERS)
+        args += self._announcements(announced)
 
         def changes(results: list[Any]) -> dict[str, dict[str, Any]]:
             if results[0] is None:
@@ -470,18 +477,21 @@ class RedisStore(ReadsThroughGetEach, KeyValueStore):
                 made[COUNTERS] = {CHANGES: int(results[0])}
             return made
 
-        self._redis  # noqa: B018  made on first use, with the scripts registered
-        send = self._script_call(announced, self._commit, keys, args)
-        results = self._write(announced, send, changes)
-        return None if results[0] is None else int(results[0])
+        def send() -> Callable[[], list[Any]]:
+            script = self._redis and self._commit  # the client registers the scripts
+            results = [script(keys=keys, args=args)]
+            return lambda: results
 
-    def _script_call(
-        self, announced: list[str], script: Any, keys: list[str], args: list[str]
-    ) -> Callable[[], Callable[[], list[Any]]]:
-        """A ``send`` for :meth:`_write` that runs ``script`` announcing ``announced``."""
-        return self._transaction(
-            announced, lambda pipe: script(keys=keys, args=args, client=pipe)
-        )
+        results = self._write(announced, send, changes)
+        if results[0] is None:
+            if self._cache is not None:  # a copy may be what failed the check: read afresh
+                self._cache.drop(list(wanted))
+            return None
+        return int(results[0])
+
+    def _announcements(self, namespaces: list[str]) -> list[str]:
+        """The channel and messages a script publishes to announce ``namespaces``."""
+        return [self._channel, *map(self._announcement, namespaces)]
 
     def delete(self, namespace: str, key: str) -> bool:
         with self._errors():
@@ -491,6 +501,18 @@ class RedisStore(ReadsThroughGetEach, KeyValueStore):
                 lambda _: {namespace: {key: DELETED}},
             )
         return bool(results[0])
+
+    def delete_many(self, namespace: str, keys: Iterable[str]) -> int:
+        keys = list(keys)
+        if not keys:
+            return 0
+        with self._errors():
+            results = self._write(
+                [namespace],
+                self._transaction([namespace], lambda pipe: pipe.hdel(self._key(namespace), *keys)),
+                lambda _: {namespace: dict.fromkeys(keys, DELETED)},
+            )
+        return int(results[0])
 
     def compare_and_set(self, namespace: str, key: str, expected: Any | None, value: Any) -> bool:
         hash_key, text = self._key(namespace), encode(value)
@@ -655,14 +677,8 @@ class RedisClusterStore(RedisStore):
         :class:`~backends.base.PollingChangeWatch`)."""
         return PollingChangeWatch(self)
 
-    def _script_call(
-        self, announced: list[str], script: Any, keys: list[str], args: list[str]
-    ) -> Callable[[], Callable[[], list[Any]]]:
-        def send() -> Callable[[], list[Any]]:  # no transaction around it
-            results = [script(keys=keys, args=args)]
-            return lambda: results
-
-        return send
+    def _announcements(self, namespaces: list[str]) -> list[str]:
+        return [""]
 
     def _commit_steps(self, encoded, wanted, logged):
         """One script per slot, the expectations' slot first (they must name one group), each

@@ -334,6 +334,16 @@ class SQLiteStore(ReadsThroughGetEach, KeyValueStore):
         )
         return bool(rows)
 
+    def delete_many(self, namespace: str, keys: Iterable[str]) -> int:
+        row_keys = [_row_key(namespace, key) for key in keys]
+        if not row_keys:
+            return 0
+        rows = self._query(
+            f"DELETE FROM {TABLE} WHERE key IN (SELECT value FROM json_each(?)) RETURNING 1",
+            (json.dumps(row_keys, ensure_ascii=False),),
+        )
+        return len(rows)
+
     def compare_and_set(self, namespace: str, key: str, expected: Any | None, value: Any) -> bool:
         row_key = _row_key(namespace, key)
         if expected is None:

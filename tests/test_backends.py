@@ -114,6 +114,14 @@ def test_delete_reports_whether_the_entry_existed(store):
     assert store.delete("never-used", "doomed") is False
 
 
+def test_delete_many_reports_how_many_existed(store):
+    store.set_many({"global": {"a": 1, "b": 2, "c": 3}})
+    assert store.delete_many("global", ["a", "c", "missing"]) == 2
+    assert store.get_all("global") == {"b": 2}
+    assert store.delete_many("global", []) == 0
+    assert store.delete_many("never-used", ["a"]) == 0
+
+
 def test_compare_and_set(store):
     assert store.compare_and_set("global", "version", None, 1) is True  # absent -> written
     assert store.compare_and_set("global", "version", None, 2) is False  # present now

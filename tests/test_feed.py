@@ -157,37 +157,11 @@ def test_a_client_that_left_stops_waiting_within_a_second():
 
 # -- the API (Flask test client, memory://) ----------------------------------------------------
 
-HISTORY_SHIM_NOTE = "temporary: until issue 13's History lands on main"
-
-
-class _HistoryShim:
-    """Temporary (until issue 13's History is merged): the contract's ``index``/``after``
-    over the store's log, global entries in ``global/history``, per-user ones in
-    ``user:N/history``."""
-
-    def __init__(self, store):
-        self.store = store
-
-    def index(self):
-        return self.store.get(COUNTERS, CHANGES) or 0
-
-    def after(self, index, viewer, *, kind=None, key=None):
-        found = self.store.get_each({"global/history": None, f"user:{viewer.id}/history": None})
-        entries = sorted(
-            ({"id": int(k), **v} for values in found.values() for k, v in values.items()),
-            key=lambda e: e["id"],
-        )
-        trimmed = self.store.get(COUNTERS, "history_trimmed") or 0
-        return [
-            e for e in entries
-            if e["id"] > index and kind in (None, e["kind"])
-            and (key is None or key.upper() == e["key"])
-        ], trimmed <= index
+INSTANCE = "/api/settings/global/INVENTREE_INSTANCE/"
 
 
 @pytest.fixture
 def feed_app(app):
-    app.extensions.setdefault("settings_history", _HistoryShim(app.extensions["settings_store"]))
     yield app
     app.extensions["settings_feed"].end()
 
@@ -198,14 +172,16 @@ def feed_client(feed_app):
 
 
 def change(app, key, value, user=None):
-    """Log a change of ``key`` (global, or ``user``'s user setting); its index."""
-    store = app.extensions["settings_store"]
-    kind = "global" if user is None else "user"
-    entry = {"kind": kind, "key": key, "user": None if user is None else user.id,
-             "old": "", "new": value, "actor": None, "actor_name": None, "source": "api",
-             "timestamp": "2026-12-02T03:04:05.678Z"}
-    namespace = "global/history" if user is None else f"user:{user.id}/history"
-    return store.commit({}, log=[(namespace, entry)])
+    """Write ``key`` (global, or ``user``'s user setting) as the API does, which logs the
+    change; the store's change index afterwards."""
+    from settings_server.service import GLOBAL, USER
+
+    service = app.extensions["settings_service"]
+    if user is None:
+        service.update(GLOBAL, key, value)
+    else:
+        service.update(USER, key, value, user.id, actor=user)
+    return app.extensions["settings_history"].index()
 
 
 def test_settings_answers_carry_the_change_index(feed_app, feed_client, alice, auth_headers):
@@ -347,6 +323,59 @@ def test_filters_by_kind_and_key(feed_app, feed_client, alice, auth_headers):
     assert news("kind=user") == ["b"]
     assert news("key=inventree_company_name") == ["c"]
     assert news("kind=global&key=INVENTREE_INSTANCE") == ["a"]
+
+
+def test_complete_is_false_once_retention_dropped_changes_after_since():
+    from settings_server import create_app
+    from settings_server.auth import authenticator
+
+    app = create_app({"TESTING": True, "SETTINGS_BACKEND": "memory://", "SETTINGS_HISTORY_LIMIT": "2"})
+    client = app.test_client()
+    user = authenticator(app).users.create("carol", "pw-carol")
+    headers = {"Authorization": f"Token {authenticator(app).tokens.issue(user, 't').key}"}
+    try:
+        for value in ("1", "2", "3", "4", "5"):
+            change(app, "INVENTREE_INSTANCE", value)
+
+        def answer(since):
+            return client.get(f"/api/settings/changes/?since={since}&wait=0", headers=headers).get_json()
+
+        dropped = answer(0)
+        assert dropped["complete"] is False and dropped["index"] == 5
+        assert [c["new"] for c in dropped["changes"]] == ["4", "5"]
+        kept = answer(3)
+        assert kept["complete"] is True and [c["id"] for c in kept["changes"]] == [4, 5]
+        events = open_events(client, headers, last_event_id=1)
+        assert events.next()["id"] == "1"
+        got = [events.next(), events.next(), events.next()]
+        assert [(e["event"], e["id"]) for e in got] == [
+            ("change", "4"), ("change", "5"), ("incomplete", "5")
+        ]
+        assert json.loads(got[2]["data"]) == {"index": 5}
+    finally:
+        app.extensions["settings_feed"].end()
+
+
+def test_a_write_through_the_api_wakes_a_long_poll_with_who_made_it(
+    feed_client, make_user, auth_headers
+):
+    staff = make_user("root", staff=True)
+    headers = auth_headers(staff)
+    index = int(feed_client.get(INSTANCE, headers=headers).headers["X-Settings-Index"])
+    join = _in_background(
+        lambda: feed_client.get(f"/api/settings/changes/?since={index}&wait=10", headers=headers)
+    )
+    time.sleep(0.3)
+    written = feed_client.patch(INSTANCE, json={"value": "Patched"}, headers=headers)
+    assert written.status_code == 200
+    assert written.headers["X-Settings-Index"] == str(index)  # read before it wrote
+    response, seconds = join()
+    (entry,) = response.get_json()["changes"]
+    assert entry["id"] == index + 1 and seconds < 1.5
+    assert (entry["key"], entry["new"], entry["actor_name"], entry["source"]) == (
+        "INVENTREE_INSTANCE", "Patched", "root", "api"
+    )
+    assert feed_client.get(INSTANCE, headers=headers).headers["X-Settings-Index"] == str(index + 1)
 
 
 def test_a_client_ahead_of_the_store_is_told_to_start_again(feed_client, alice, auth_headers):
@@ -534,7 +563,6 @@ def test_events_bad_last_event_id_is_400(feed_client, alice, auth_headers):
 # -- real servers ------------------------------------------------------------------------------
 
 WAKE_LIMIT = 1.0  # seconds from a write's answer to every watcher's news of it
-INSTANCE = "/api/settings/global/INVENTREE_INSTANCE/"
 
 
 class Accounts:

@@ -34,6 +34,7 @@ from backends import CHANGES, COUNTERS, StorageError
 
 from .. import auth, speedups
 from ..feed import ChangeFeed, client_gone
+from ..history import History
 from ..rendering import compact, raw_json_response
 from ..service import KINDS
 from . import schemas
@@ -67,7 +68,7 @@ def feed() -> ChangeFeed:
     return current_app.extensions["settings_feed"]
 
 
-def history() -> Any:
+def history() -> History:
     return current_app.extensions["settings_history"]
 
 
@@ -79,11 +80,7 @@ def planned_reads() -> dict[str, list[str]]:
 def note_index() -> None:
     """Remember the change index for ``X-Settings-Index`` (a signed-in caller's settings
     request only: the index is nobody else's business)."""
-    if (
-        request.path.startswith(INDEXED_PATHS)
-        and auth.current_user() is not None
-        and "settings_history" in current_app.extensions  # TEMPORARY until issue 13 merges
-    ):
+    if request.path.startswith(INDEXED_PATHS) and auth.current_user() is not None:
         g.settings_index = history().index()
 
 
