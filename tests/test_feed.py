@@ -433,6 +433,8 @@ def test_the_feed_is_in_the_openapi_document(feed_client):
     assert {p["name"] for p in changes["parameters"]} >= {"since", "wait", "kind", "key"}
     assert "text/event-stream" in document["paths"]["/api/settings/events/"]["get"]["responses"]["200"]["content"]
     assert "Changes" in document["components"]["schemas"]
+    detail = document["paths"]["/api/settings/global/{key}/"]["get"]["responses"]["200"]
+    assert "X-Settings-Index" in detail["headers"]
 
 
 # -- events through the test client ------------------------------------------------------------

@@ -200,9 +200,6 @@ CHANGES_SCHEMA = {
         "changes": {"type": "array", "items": schemas.ref("Change")},
     },
 }
-INDEX_HEADER_DOC = {
-    INDEX_HEADER: {"description": "The store's change index", "schema": {"type": "integer"}}
-}
 
 
 def register(api: Any) -> None:
@@ -212,8 +209,7 @@ def register(api: Any) -> None:
 
 
 def _errors() -> dict[str, Any]:
-    invalid = {"application/json": {"schema": schemas.ref("ApiError")}}
-    return {"400": {"description": "Invalid argument", "content": invalid}, **schemas.AUTH_ERRORS}
+    return {"400": schemas.error("Invalid argument"), **schemas.AUTH_ERRORS}
 
 
 # -- views ---------------------------------------------------------------------------------
@@ -271,7 +267,7 @@ class Changes(MethodView):
     @blp.doc(responses={
         "200": {
             "description": "The changes after `since` (none if the wait ended first)",
-            "headers": INDEX_HEADER_DOC,
+            "headers": schemas.INDEX,
             "content": {"application/json": {"schema": schemas.ref("Changes")}},
         },
         **_errors(),
