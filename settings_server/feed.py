@@ -38,6 +38,7 @@ RETRY_FIRST = 0.1  # seconds before a failed watch is tried again, doubled each 
 RETRY_MAX = 5.0
 READERS = 8  # waiters of one process that read their changes at once
 CLIENT_CHECK = 1.0  # seconds between two looks at whether a waiting client is still there
+KEPT_ANSWERS = 1024  # questions answered at one index that are kept for the next to ask
 
 _FEEDS: weakref.WeakSet[ChangeFeed] = weakref.WeakSet()
 T = TypeVar("T")
@@ -99,10 +100,10 @@ class ChangeFeed:
         """``compute()``, shared by every waiter of this process that asks ``question`` at
         ``index``: the first computes it (at most :data:`READERS` at once), the others wait
         for its answer. Answers are kept until the index moves; a failure is not kept (each
-        waiter of it computes again)."""
+        waiter of it computes again); at most :data:`KEPT_ANSWERS` of them."""
         with self._lock:
             kept_index, answers = self._answers
-            if kept_index != index:
+            if kept_index != index or len(answers) >= KEPT_ANSWERS:
                 answers = {}
                 self._answers = (index, answers)
             answer = answers.get(question)
