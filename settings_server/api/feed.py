@@ -34,7 +34,7 @@ from backends import CHANGES, COUNTERS, StorageError
 
 from .. import auth, speedups
 from ..feed import ChangeFeed, client_gone
-from ..history import History
+from ..history import History, served
 from ..rendering import compact, raw_json_response
 from ..service import KINDS
 from . import schemas
@@ -172,22 +172,6 @@ class EventsHeaders(Schema):
 
 # -- the document --------------------------------------------------------------------------
 
-CHANGE_SCHEMA = {
-    "type": "object",
-    "description": "One change of a stored setting (a history entry).",
-    "properties": {
-        "id": {"type": "integer", "description": "The change index"},
-        "kind": {"type": "string", "enum": list(KINDS)},
-        "key": {"type": "string"},
-        "user": {"type": "integer", "nullable": True},
-        "old": {"type": "string"},
-        "new": {"type": "string"},
-        "actor": {"type": "integer", "nullable": True},
-        "actor_name": {"type": "string", "nullable": True},
-        "source": {"type": "string", "enum": ["api", "bulk", "import", "restore"]},
-        "timestamp": {"type": "string", "format": "date-time"},
-    },
-}
 CHANGES_SCHEMA = {
     "type": "object",
     "required": ["index", "complete", "changes"],
@@ -197,13 +181,12 @@ CHANGES_SCHEMA = {
             "type": "boolean",
             "description": "false: retention dropped changes after `since`; re-read the lists",
         },
-        "changes": {"type": "array", "items": schemas.ref("Change")},
+        "changes": {"type": "array", "items": schemas.ref("HistoryEntry")},
     },
 }
 
 
 def register(api: Any) -> None:
-    api.spec.components.schema("Change", CHANGE_SCHEMA)
     api.spec.components.schema("Changes", CHANGES_SCHEMA)
     api.register_blueprint(blp)
 
@@ -291,9 +274,9 @@ class Changes(MethodView):
                 index, changes, complete = _changes_after(
                     since, viewer, kind, key, max(heard, index)
                 )
-        response = raw_json_response(
-            compact({"index": index, "complete": complete, "changes": changes})
-        )
+        response = raw_json_response(compact(
+            {"index": index, "complete": complete, "changes": [served(c) for c in changes]}
+        ))
         response.headers[INDEX_HEADER] = str(index)
         response.headers["Cache-Control"] = "no-store"
         return response
@@ -311,7 +294,7 @@ class Events(MethodView):
     @blp.doc(responses={
         "200": {
             "description": "An event stream: `event: change` with `id:` the change index and "
-            "`data:` the change (a `Change`) for each visible change; `event: incomplete` "
+            "`data:` the change (a `HistoryEntry`) for each visible change; `event: incomplete` "
             "when retention dropped changes after the resume point; a `: heartbeat` comment "
             "every 15 seconds",
             "content": {EVENT_STREAM: {"schema": {"type": "string"}}},
@@ -370,7 +353,7 @@ def _stream(
             LOGGER.warning("event stream ended: %s", exc)
             return
         for change in changes:
-            yield f"id: {change['id']}\nevent: change\ndata: {compact(change)}\n\n"
+            yield f"id: {change['id']}\nevent: change\ndata: {compact(served(change))}\n\n"
         if not complete:
             yield f"id: {index}\nevent: incomplete\ndata: {compact({'index': index})}\n\n"
         last = index
