@@ -59,7 +59,7 @@ class ChangeFeed:
     def __init__(self, store: KeyValueStore) -> None:
         self.store = store
         self._latest = 0
-        self._event = threading.Event()  # set, and replaced, when ``_latest`` moves
+        self._waiters: set[threading.Event] = set()  # each set when ``_latest`` moves
         self._ended = False
         self._thread: threading.Thread | None = None
         self._pid: int | None = None
@@ -73,23 +73,33 @@ class ChangeFeed:
         """Whether the process is shutting down (see :func:`end_all_waits`)."""
         return self._ended
 
-    def wait(
-        self, beyond: int, timeout: float, gone: Callable[[], bool] = lambda: False
-    ) -> int:
+    def wait(self, beyond: int, timeout: float, client: Client | None = None) -> int:
         """Wait until this process has heard of a change index above ``beyond``, at most
-        ``timeout`` seconds; stop early when ``gone()`` says the client has left (looked at
-        every :data:`CLIENT_CHECK` seconds) or the process shuts down. Returns the newest index
-        heard of (which may still be ``beyond`` or less)."""
+        ``timeout`` seconds; stop early when the process shuts down or the ``client`` has hung
+        up (as soon as it does under gevent, else looked at every :data:`CLIENT_CHECK`
+        seconds). Returns the newest index heard of (which may still be ``beyond`` or less)."""
         self._start()
         deadline = time.monotonic() + timeout
-        while True:
-            event = self._event  # taken before ``_latest`` is read: a move sets this event
-            if self._latest > beyond or self._ended:
-                return self._latest
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or gone():
-                return self._latest
-            event.wait(min(remaining, CLIENT_CHECK))
+        wake = threading.Event()
+        self._waiters.add(wake)
+        stop_watching = client.notify(wake) if client is not None else None
+        try:
+            while True:
+                wake.clear()  # before ``_latest`` is read: a move after the read sets it
+                if self._latest > beyond or self._ended:
+                    return self._latest
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or (client is not None and client.gone()):
+                    return self._latest
+                polled = client is not None and stop_watching is None
+                wake.wait(min(remaining, CLIENT_CHECK) if polled else remaining)
+                if stop_watching is not None and not self._ended and self._latest <= beyond:
+                    stop_watching()  # woken by the client: it sent something or hung up
+                    stop_watching = None
+        finally:
+            self._waiters.discard(wake)
+            if stop_watching is not None:
+                stop_watching()
 
     def latest(self) -> int:
         """The newest change index this process has heard of (read from the store after the
@@ -133,7 +143,7 @@ class ChangeFeed:
     def end(self) -> None:
         """Wake every waiter for good and stop the watcher (the process is shutting down)."""
         self._ended = True
-        self._event.set()
+        self._wake_all()
 
     # -- the watcher ------------------------------------------------------------------------
 
@@ -143,7 +153,7 @@ class ChangeFeed:
             return
         with self._lock:
             if self._pid != os.getpid():
-                self._event = threading.Event()
+                self._waiters = set()
                 self._readers = None
                 self._thread = threading.Thread(
                     target=self._watch, name="settings-change-feed", daemon=True
@@ -179,9 +189,12 @@ class ChangeFeed:
     def _moved(self, index: int) -> None:
         if index == self._latest:
             return
-        self._latest = index  # before the event is swapped: see ``wait``
-        event, self._event = self._event, threading.Event()
-        event.set()
+        self._latest = index  # before the waiters are woken: see ``wait``
+        self._wake_all()
+
+    def _wake_all(self) -> None:
+        for wake in list(self._waiters):
+            wake.set()
 
 
 def end_all_waits() -> None:
@@ -190,21 +203,44 @@ def end_all_waits() -> None:
         feed.end()
 
 
-def client_gone(environ: dict[str, Any]) -> Callable[[], bool]:
-    """Whether the client of a request has closed its connection, as far as the server can
-    tell without reading from it: a peek at the socket gunicorn hands the app (nothing to look
-    at elsewhere, where this is always ``False``)."""
-    sock = environ.get("gunicorn.socket")
-    raw = getattr(sock, "_sock", sock)  # gevent's socket waits on EAGAIN; the raw one does not
-    if raw is None:
-        return lambda: False
+class Client:
+    """The client of a request, as far as a wait needs it: whether it has hung up. Reads
+    nothing from the connection: it peeks at the socket gunicorn hands the app (elsewhere,
+    in the test client, the client is never gone)."""
 
-    def gone() -> bool:
+    def __init__(self, environ: dict[str, Any]) -> None:
+        sock = environ.get("gunicorn.socket")
+        self._raw = getattr(sock, "_sock", sock)  # gevent's socket would wait on EAGAIN
+        self._cooperative = sock is not None and type(sock).__module__.startswith("gevent")
+
+    def gone(self) -> bool:
+        """Whether the client has closed its end of the connection."""
+        if self._raw is None:
+            return False
         try:
-            return raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+            return self._raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
         except (BlockingIOError, InterruptedError):
             return False
         except OSError:
             return True
 
-    return gone
+    def notify(self, wake: threading.Event) -> Callable[[], None] | None:
+        """Under gevent, set ``wake`` as soon as the connection has something to read (the
+        client hung up, or sent more); what stops watching. ``None`` elsewhere: then
+        :meth:`gone` is looked at now and then."""
+        if not self._cooperative:
+            return None
+        import gevent
+        from gevent.socket import wait_read
+
+        fileno = self._raw.fileno()
+
+        def watch() -> None:
+            try:
+                wait_read(fileno)
+            except OSError:
+                pass
+            wake.set()
+
+        greenlet = gevent.spawn(watch)
+        return lambda: greenlet.kill(block=False)

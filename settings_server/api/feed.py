@@ -33,7 +33,7 @@ from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 from backends import CHANGES, COUNTERS, StorageError
 
 from .. import auth, speedups
-from ..feed import ChangeFeed, client_gone
+from ..feed import ChangeFeed, Client
 from ..history import History, served
 from ..rendering import compact, raw_json_response
 from ..service import KINDS
@@ -261,16 +261,16 @@ class Changes(MethodView):
         speedups.forget_reads()  # what a wait is for is read fresh
         wait = query["wait"] * (1 + random.uniform(0, JITTER))
         deadline = time.monotonic() + wait
-        gone = client_gone(request.environ)
+        client = Client(request.environ)
         since, kind, key = query["since"], query["kind"], query["key"]
         index, changes, complete = _changes_after(since, viewer, kind, key)
         with _watching("long-poll"):
             while not changes and complete:
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or feed().ended or gone():
+                if remaining <= 0 or feed().ended or client.gone():
                     break
                 since = index  # nothing the caller may see up to here
-                heard = feed().wait(index, remaining, gone)
+                heard = feed().wait(index, remaining, client)
                 index, changes, complete = _changes_after(
                     since, viewer, kind, key, max(heard, index)
                 )
@@ -312,7 +312,7 @@ class Events(MethodView):
             start = history().index()
         heartbeat = float(current_app.config["SETTINGS_FEED_HEARTBEAT"])
         stream = _events(
-            start, viewer, query["kind"], query["key"], heartbeat, client_gone(request.environ)
+            start, viewer, query["kind"], query["key"], heartbeat, Client(request.environ)
         )
         response = Response(stream_with_context(stream), mimetype=EVENT_STREAM)
         response.headers["Cache-Control"] = "no-store"
@@ -326,13 +326,13 @@ def _events(
     kind: str | None,
     key: str | None,
     heartbeat: float,
-    gone: Callable[[], bool],
+    client: Client,
 ) -> Iterator[str]:
     """The event stream after ``last``: ends when the client leaves, the process shuts down
     or the store fails (the client reconnects with ``Last-Event-ID``, to this server or
     another)."""
     with _watching("stream"):
-        yield from _stream(last, viewer, kind, key, heartbeat, gone)
+        yield from _stream(last, viewer, kind, key, heartbeat, client)
 
 
 def _stream(
@@ -341,7 +341,7 @@ def _stream(
     kind: str | None,
     key: str | None,
     heartbeat: float,
-    gone: Callable[[], bool],
+    client: Client,
 ) -> Iterator[str]:
     # An id without data sets the event source's resume point without an event.
     yield f"retry: {RETRY_MS}\nid: {last}\n\n"
@@ -358,8 +358,8 @@ def _stream(
             yield f"id: {index}\nevent: incomplete\ndata: {compact({'index': index})}\n\n"
         last = index
         beat_at = time.monotonic() + heartbeat
-        while (heard := feed().wait(index, beat_at - time.monotonic(), gone)) <= index:
-            if feed().ended or gone():
+        while (heard := feed().wait(index, beat_at - time.monotonic(), client)) <= index:
+            if feed().ended or client.gone():
                 return
             if time.monotonic() >= beat_at:
                 yield ": heartbeat\n\n"
