@@ -77,7 +77,9 @@ class ChangeFeed:
         """Wait until this process has heard of a change index above ``beyond``, at most
         ``timeout`` seconds; stop early when the process shuts down or the ``client`` has hung
         up (as soon as it does under gevent, else looked at every :data:`CLIENT_CHECK`
-        seconds). Returns the newest index heard of (which may still be ``beyond`` or less)."""
+        seconds). Returns the newest index heard of (which may still be ``beyond`` or less),
+        read from the store after the changes it counts were made: a caller may take it as
+        read before what it reads next."""
         self._start()
         deadline = time.monotonic() + timeout
         wake = threading.Event()
@@ -100,11 +102,6 @@ class ChangeFeed:
             self._waiters.discard(wake)
             if stop_watching is not None:
                 stop_watching()
-
-    def latest(self) -> int:
-        """The newest change index this process has heard of (read from the store after the
-        change it counts was made: a reader may take it as "read before" what it reads next)."""
-        return self._latest
 
     def answer(self, index: int, question: Hashable, compute: Callable[[], T]) -> T:
         """``compute()``, shared by every waiter of this process that asks ``question`` at
