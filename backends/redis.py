@@ -603,10 +603,11 @@ WATCH_SILENCE = 5.0  # seconds without a message after which a change watch ping
 
 
 def _announces(message: Any, namespace: str) -> bool:
-    """Whether a message of the invalidation channel announces a write of ``namespace``."""
+    """Whether a message of the invalidation channel (``writer.pid|namespace|...``) announces
+    a write of ``namespace``."""
     if not isinstance(message, list) or str(message[0]).lower() != "message":
         return False
-    return str(message[2]).partition("|")[2] == namespace
+    return namespace in str(message[2]).split("|")[1:]
 
 
 class _SubscriptionWatch(ChangeWatch):
