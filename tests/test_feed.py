@@ -104,6 +104,22 @@ def test_writes_that_log_nothing_do_not_end_a_watch_early(store_url, store):
             writer.close()
 
 
+def test_the_default_watch_polls_the_counter():
+    """What stores without a signal of their own get (Redis Cluster, which publishes
+    nothing)."""
+    from backends.base import POLL_INTERVAL, PollingChangeWatch
+
+    store = store_from_url("memory://")
+    watch = PollingChangeWatch(store)
+    assert watch.next_index(0, 0.1) == 0
+    join = _in_background(lambda: watch.next_index(0, 10))
+    time.sleep(0.3)
+    written_at = time.monotonic()
+    store.commit({}, log=[("history", {"n": 1})])
+    assert join()[0] == 1
+    assert time.monotonic() - written_at < POLL_INTERVAL + 0.3
+
+
 # -- the per-process waiting room --------------------------------------------------------------
 
 
