@@ -22,6 +22,7 @@ and before authentication, where DRF's order puts the first read.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from flask import Flask, Response, current_app, request
 
@@ -41,6 +42,9 @@ class Speedups:
     def __init__(self, store: ReadAheadStore) -> None:
         self.store = store
         self.deferring = store.store if isinstance(store.store, DefersWrites) else None
+        #: What every request may read besides authentication and its view (see
+        #: :func:`also_read`).
+        self.planners: list[Callable[[], dict[str, list[str]]]] = []
 
 
 def init_app(app: Flask) -> None:
@@ -53,6 +57,12 @@ def init_app(app: Flask) -> None:
     app.extensions[EXTENSION] = Speedups(store)
     app.after_request(settle_writes)
     app.teardown_request(end_request)
+
+
+def also_read(app: Flask, planner: Callable[[], dict[str, list[str]]]) -> None:
+    """Add ``planner`` (``() -> {namespace: keys}`` for the current request) to what every
+    request's read-ahead fetches: for a hook that reads, as ``X-Settings-Index`` does."""
+    app.extensions[EXTENSION].planners.append(planner)
 
 
 def _speedups() -> Speedups:
@@ -71,6 +81,10 @@ def begin_request() -> None:
         planner = getattr(view_class, "planned_reads", None)
         if planner is not None:
             reads.update(planner(user_id, request.view_args or {}, request.method))
+        for also in speedups.planners:
+            for namespace, keys in also().items():
+                held = reads.get(namespace, [])
+                reads[namespace] = None if held is None else [*held, *keys]
         if reads:
             speedups.store.read_ahead(reads)
     if speedups.deferring is not None and request.method not in auth.SAFE_METHODS:
@@ -87,6 +101,12 @@ def settle_writes(response: Response) -> Response:
         except StorageUnavailable as exc:
             return storage_unavailable(exc)
     return response
+
+
+def forget_reads() -> None:
+    """End the read-ahead batch early: a request that waits (the change feed) reads what it
+    waited for from the store, not from the batch fetched when it began."""
+    _speedups().store.forget()
 
 
 def end_request(_exc: BaseException | None = None) -> None:

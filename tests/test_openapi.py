@@ -25,7 +25,11 @@ def fresh_headers() -> dict[str, str]:
     return {"Authorization": f"Token {authenticator(app).tokens.issue(_staff, 'schema').key}"}
 
 
-schema = schemathesis.openapi.from_wsgi("/api/schema/", app)
+# The change feed waits (up to 300 s) or streams without end by design: tests/test_feed.py
+# checks its answers, arguments and errors instead.
+schema = schemathesis.openapi.from_wsgi("/api/schema/", app).exclude(
+    path_regex="^/api/settings/(changes|events)/$"
+)
 
 
 @schema.parametrize()

@@ -12,7 +12,7 @@ from werkzeug.routing import RequestRedirect
 from .. import __version__, auth, speedups
 from ..errors import PERMISSION_DENIED, fail_detail
 from ..rendering import allow_header, json_response
-from . import docs, settings
+from . import docs, feed, settings
 
 JSON_TYPES = ("application/json", "application/*", "*/*")
 
@@ -62,8 +62,10 @@ def init_app(app: Flask) -> None:
     api.spec.components.schema("HistoryEntry", schema=changes.HistoryEntry)
     api.register_blueprint(users.blp)
     api.register_blueprint(tokens.blp)
+    feed.register(api)
     app.extensions["settings_api"] = api
     app.before_request(before_api_request)
+    feed.init_app(app)  # after before_api_request: its hooks need the caller
     app.after_request(add_allow_header)
 
 
@@ -85,9 +87,18 @@ def negotiate() -> None:
     accept = request.headers.get("Accept")
     if accept in (None, "", "*/*", "application/json"):
         return
+    served = JSON_TYPES + _media_types()
     accepted = [value for value, _quality in request.accept_mimetypes]
-    if accepted and not any(value in JSON_TYPES for value in accepted):
+    if accepted and not any(value in served for value in accepted):
         fail_detail(406, "Could not satisfy the request Accept header.")
+
+
+def _media_types() -> tuple[str, ...]:
+    """What the routed view serves beside JSON (its ``media_types``: the event stream)."""
+    if request.url_rule is None:
+        return ()
+    view = current_app.view_functions.get(request.url_rule.endpoint)
+    return getattr(getattr(view, "view_class", None), "media_types", ())
 
 
 def check_route():
