@@ -243,6 +243,9 @@
       `li.setting[data-kind="${entry.kind}"][data-key="${CSS.escape(entry.key)}"]`
     );
     if (!row) return;
+    if (entry.actor === me && (row.dataset.value === entry.new || row.dataset.protected === "true")) {
+      return; // this page's own write, already shown
+    }
     show(row, entry.new, "stored");
     setError(row, "");
     const who = entry.actor === me ? "you" : entry.actor_name || "the command line";
