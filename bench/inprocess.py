@@ -19,6 +19,13 @@ under a private key prefix, deleted at the end. Run from anywhere with the proje
     python bench/inprocess.py --backend sqlite
     python bench/inprocess.py --multiprocess       # metrics in files, as settings-server run
     python bench/inprocess.py --profile "global PATCH"   # cProfile of one request type
+    python bench/inprocess.py --instructions       # instructions per request, under callgrind
+
+CPU time on a machine that other work shares varies by tens of percent from run to run.
+``--instructions`` counts instead the machine instructions this process executes per request
+(valgrind's callgrind, instrumenting only the measured loops; the rest runs uninstrumented):
+the same code gives the same count on a busy machine, within a fraction of a percent. It leaves
+out time in the kernel (socket calls), and takes a minute or two.
 """
 
 from __future__ import annotations
@@ -29,7 +36,9 @@ import cProfile
 import io
 import os
 import pstats
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -101,6 +110,52 @@ def cpu_us(app: Callable[..., Any], request: Request, n: int) -> float:
         if close is not None:
             close()
     return (time.process_time() - started) / n * 1e6
+
+
+class Callgrind:
+    """Instruction counts of this process, run under ``valgrind --tool=callgrind
+    --instr-atstart=no`` (see :func:`main`): :meth:`count` runs a function with the
+    instrumentation on and returns the instructions it took."""
+
+    def __init__(self, out_dir: str) -> None:
+        self.out_dir = Path(out_dir)
+        self.pid = str(os.getpid())
+        self.overhead = 0
+        self.overhead = self.count(lambda: None)  # switching on and off
+
+    def _control(self, *options: str) -> None:
+        subprocess.run(["callgrind_control", *options, self.pid], check=True,
+                       capture_output=True)  # fmt: skip
+
+    def count(self, work: Callable[[], Any]) -> int:
+        self._control("-z")
+        self._control("-i", "on")
+        work()
+        self._control("-i", "off")
+        before = set(self.out_dir.iterdir())
+        self._control("-d")
+        (dump,) = set(self.out_dir.iterdir()) - before
+        for line in dump.read_text().splitlines():
+            if line.startswith("totals:"):
+                dump.unlink()
+                return int(line.split()[1]) - self.overhead
+        raise RuntimeError(f"no totals in {dump}")
+
+
+def instructions(grind: Callgrind, app: Callable[..., Any], request: Request, n: int) -> float:
+    """Instructions per request over ``n`` requests."""
+    environs = [request.environ() for _ in range(n)]
+    return grind.count(lambda: _serve(app, environs)) / n
+
+
+def _serve(app: Callable[..., Any], environs: list[dict[str, Any]]) -> None:
+    for environ in environs:
+        result = app(environ, _start_response)
+        for _ in result:
+            pass
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()
 
 
 def _start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
@@ -188,6 +243,21 @@ def measure(args: argparse.Namespace) -> int:
         for request in requests:  # warm both
             cpu_us(app, request, 200)
             cpu_us(ceiling_app, request, 200)
+        if args.instructions:
+            grind = Callgrind(os.environ[UNDER_CALLGRIND])
+            print(f"Instructions per request ({args.backend}"
+                  f"{', cache=on' if args.backend == 'redis' else ''}"
+                  f"{', metrics in files' if args.multiprocess else ''}; "
+                  f"{args.requests} requests, under callgrind)\n")
+            print("| Request | ours (thousands) | ceiling (thousands) | ceiling ÷ ours |")
+            print("|---|--:|--:|--:|")
+            for request in requests:
+                o = instructions(grind, app, request, args.requests)
+                c = instructions(grind, ceiling_app, request, args.requests)
+                print(f"| {request.endpoint.label} | {o / 1000:.1f} | {c / 1000:.1f} "
+                      f"| {c / o:.2f} |", flush=True)
+            app.extensions["settings_store"].close()
+            return 0
         for _ in range(args.rounds):
             for request in requests:
                 ours[request.endpoint.label].append(cpu_us(app, request, args.requests))
@@ -212,20 +282,42 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backend", choices=("redis", "sqlite"), default="redis")
     parser.add_argument("--rounds", type=int, default=7, help="rounds per request type (7)")
-    parser.add_argument("--requests", type=int, default=2000, help="requests per round (2000)")
+    parser.add_argument("--requests", type=int, help="requests per round (2000)")
     parser.add_argument("--only", action="append", help="a request label (repeatable)")
     parser.add_argument(
         "--multiprocess", action="store_true",
         help="metrics in PROMETHEUS_MULTIPROC_DIR files, as `settings-server run` keeps them",
     )  # fmt: skip
+    parser.add_argument(
+        "--instructions", action="store_true",
+        help="count instructions per request under valgrind's callgrind (requests: 200)",
+    )  # fmt: skip
     parser.add_argument("--profile", metavar="LABEL", help="cProfile one request type instead")
     parser.add_argument("--sort", default="tottime", help="profile sort key (tottime)")
     parser.add_argument("--lines", type=int, default=45, help="profile lines (45)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.requests is None:
+        args.requests = 200 if args.instructions else 2000
+    return args
+
+
+UNDER_CALLGRIND = "INPROCESS_CALLGRIND_DIR"  # set for the run under valgrind: its dump directory
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.instructions and UNDER_CALLGRIND not in os.environ:
+        if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+            print("--instructions needs valgrind (apt-get install valgrind)", file=sys.stderr)
+            return 2
+        with tempfile.TemporaryDirectory(prefix="settings-inprocess-callgrind-") as tmp:
+            argv = [
+                "valgrind", "--tool=callgrind", "--instr-atstart=no", "--quiet",
+                f"--callgrind-out-file={tmp}/callgrind.out", sys.executable, __file__,
+                *(sys.argv[1:] if argv is None else argv),
+            ]  # fmt: skip
+            done = subprocess.run(argv, check=False, env={**os.environ, UNDER_CALLGRIND: tmp})
+            return done.returncode
     os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
     if not args.multiprocess:
         return measure(args)
