@@ -20,7 +20,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """
     from backends import store_from_url
 
-    from . import access_log, api, auth, errors, metrics, security, speedups
+    from . import access_log, api, auth, errors, metrics, pipeline, security, speedups
     from .config import from_environment
     from .registry import load_registry
     from .service import SettingsService
@@ -42,9 +42,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     )
 
     auth.init_app(app)
-    metrics.init_app(app)  # before the API: it counts the status its hooks leave
-    security.init_app(app)  # before the API: its body limit runs before anything reads
+    metrics.init_app(app)
+    security.init_app(app)
     api.init_app(app)
     errors.init_app(app)  # after flask-smorest, whose own error handler it replaces
-    access_log.init_app(app)  # last: its clock starts before every other hook
+    access_log.init_app(app)
+    pipeline.init_app(app)  # the hooks around every view, in their order
     return app

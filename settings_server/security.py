@@ -55,9 +55,7 @@ def init_app(app: Flask) -> None:
     app.extensions["settings_throttle"] = LoginThrottle(
         app.extensions["settings_store"], app.config
     )
-    app.before_request(refuse_unread_body)
     app.register_error_handler(RequestEntityTooLarge, _too_large)
-    app.after_request(add_security_headers)
 
 
 def throttle() -> LoginThrottle:

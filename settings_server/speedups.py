@@ -14,9 +14,10 @@
   an unsafe request's writes are sent at once and their answers read while the response is
   rendered, before it leaves (503 if one failed).
 
-:func:`init_app` wraps the store and registers the hooks that end a request;
-:func:`begin_request` is called by the API's before-request hook after content negotiation
-and before authentication, where DRF's order puts the first read.
+:func:`init_app` wraps the store. The steps are called by :mod:`settings_server.pipeline`:
+:func:`begin_request` by the API's before-request step after content negotiation and before
+authentication, where DRF's order puts the first read; :func:`settle_writes` first after the
+view; :func:`end_request` at teardown.
 """
 
 from __future__ import annotations
@@ -45,14 +46,10 @@ class Speedups:
 
 def init_app(app: Flask) -> None:
     """Wrap ``app.extensions["settings_store"]`` for read-ahead (call before anything takes
-    the store) and register the end-of-request hooks. The settling hook is registered before
-    the API's own ``after_request`` hooks, so it runs after them: the writes' answers have
-    that much longer to arrive."""
+    the store)."""
     store = ReadAheadStore(app.extensions["settings_store"])
     app.extensions["settings_store"] = store
     app.extensions[EXTENSION] = Speedups(store)
-    app.after_request(settle_writes)
-    app.teardown_request(end_request)
 
 
 def _speedups() -> Speedups:
@@ -79,7 +76,8 @@ def begin_request() -> None:
 
 def settle_writes(response: Response) -> Response:
     """Wait for the answers to the request's deferred writes before the response leaves:
-    503 if one failed."""
+    503 if one failed. The first after-request step, so that the others (headers, metrics,
+    log) see the status the client gets."""
     deferring = _speedups().deferring
     if deferring is not None and request.method not in auth.SAFE_METHODS:
         try:

@@ -60,8 +60,6 @@ def init_app(app: Flask) -> None:
     api.register_blueprint(settings.blp)
     api.register_blueprint(users.blp)
     app.extensions["settings_api"] = api
-    app.before_request(before_api_request)
-    app.after_request(add_allow_header)
 
 
 def before_api_request():
