@@ -25,7 +25,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     from .registry import load_registry
     from .service import SettingsService
 
-    app = Flask(__name__)
+    app = pipeline.SettingsApp(__name__)
     app.config.update(from_environment())
     app.config.update(config or {})
     app.json.sort_keys = False  # keep field order for anything rendered through Flask

@@ -30,12 +30,42 @@ At teardown: the read-ahead batch ends (:mod:`.speedups`).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import Any
 
 from flask import Flask, Response, request
 
 from . import access_log, api, metrics, security, speedups
 
 CLOCK = "settings_server.started"  # WSGI environ key: when the request's first step ran
+
+
+class SettingsApp(Flask):
+    """Flask, remembering which functions are plain ``def``.
+
+    Flask passes every view and hook through :meth:`ensure_sync` on every request (the view
+    alone through four layers: the app, ``MethodView``, flask-smorest's and webargs'
+    wrappers), and each call asks ``inspect.iscoroutinefunction`` again (~0.7 µs). The answer
+    is a property of the function, so it is kept (by the function under a bound method, whose
+    instance is new each request); ``async def`` functions are still wrapped by Flask."""
+
+    KEPT = 4096  # functions remembered, at most
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._plain: set[Callable[..., Any]] = set()
+
+    def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        key = getattr(func, "__func__", func)
+        try:
+            if key in self._plain:
+                return func
+        except TypeError:  # unhashable callable: ask every time
+            return super().ensure_sync(func)
+        synced = super().ensure_sync(func)
+        if synced is func and len(self._plain) < self.KEPT:
+            self._plain.add(key)
+        return synced
 
 
 def init_app(app: Flask) -> None:

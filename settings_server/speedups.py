@@ -23,6 +23,8 @@ view; :func:`end_request` at teardown.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import Any
 
 from flask import Flask, Response, current_app, request
 
@@ -34,6 +36,9 @@ from .errors import storage_unavailable
 
 LOGGER = logging.getLogger("settings_server.speedups")
 EXTENSION = "settings_speedups"
+#: A view class's ``planned_reads(user_id, view_args, method)``: namespace -> keys (``None``:
+#: all of them)
+Planner = Callable[[Any, dict[str, Any], str], dict[str, Any]]
 
 
 class Speedups:
@@ -42,6 +47,16 @@ class Speedups:
     def __init__(self, store: ReadAheadStore) -> None:
         self.store = store
         self.deferring = store.store if isinstance(store.store, DefersWrites) else None
+        self._planners: dict[str, Planner | None] = {}  # endpoint -> its view's planner
+
+    def planner(self, app: Flask, endpoint: str) -> Planner | None:
+        """The ``planned_reads`` of the view class behind ``endpoint``, if it has one."""
+        try:
+            return self._planners[endpoint]
+        except KeyError:
+            view_class = getattr(app.view_functions[endpoint], "view_class", None)
+            planner = self._planners[endpoint] = getattr(view_class, "planned_reads", None)
+            return planner
 
 
 def init_app(app: Flask) -> None:
@@ -52,25 +67,21 @@ def init_app(app: Flask) -> None:
     app.extensions[EXTENSION] = Speedups(store)
 
 
-def _speedups() -> Speedups:
-    return current_app.extensions[EXTENSION]
-
-
 def begin_request() -> None:
     """Fetch what authentication and the view will read, in one round trip, and start
     deferring an unsafe request's writes."""
-    speedups = _speedups()
-    if request.url_rule is not None:
+    current = request._get_current_object()  # one context lookup (the request path is measured)
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    speedups: Speedups = app.extensions[EXTENSION]
+    rule = current.url_rule
+    if rule is not None:
         user_id, reads = auth.planned_reads()
-        view_class = getattr(
-            current_app.view_functions[request.url_rule.endpoint], "view_class", None
-        )
-        planner = getattr(view_class, "planned_reads", None)
+        planner = speedups.planner(app, rule.endpoint)
         if planner is not None:
-            reads.update(planner(user_id, request.view_args or {}, request.method))
+            reads.update(planner(user_id, current.view_args or {}, current.method))
         if reads:
             speedups.store.read_ahead(reads)
-    if speedups.deferring is not None and request.method not in auth.SAFE_METHODS:
+    if speedups.deferring is not None and current.method not in auth.SAFE_METHODS:
         speedups.deferring.defer_writes()
 
 
@@ -78,7 +89,7 @@ def settle_writes(response: Response) -> Response:
     """Wait for the answers to the request's deferred writes before the response leaves:
     503 if one failed. The first after-request step, so that the others (headers, metrics,
     log) see the status the client gets."""
-    deferring = _speedups().deferring
+    deferring = current_app.extensions[EXTENSION].deferring
     if deferring is not None and request.method not in auth.SAFE_METHODS:
         try:
             deferring.settle()
@@ -90,7 +101,7 @@ def settle_writes(response: Response) -> Response:
 def end_request(_exc: BaseException | None = None) -> None:
     """End the read-ahead batch; settle writes :func:`settle_writes` did not (a request that
     failed), so that the next request owes nothing."""
-    speedups = _speedups()
+    speedups: Speedups = current_app.extensions[EXTENSION]
     speedups.store.forget()
     if speedups.deferring is not None and request.method not in auth.SAFE_METHODS:
         try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 
-from flask import Flask, current_app, request
+from flask import Flask, Request, current_app, request
 from flask_smorest import Api
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import RequestRedirect
@@ -65,27 +65,28 @@ def init_app(app: Flask) -> None:
 def before_api_request():
     """Every ``/api`` request, in DRF's order: content negotiation, authentication (its reads
     and the view's fetched ahead in one round trip), then the routing checks."""
-    if not request.path.startswith("/api"):
+    current = request._get_current_object()  # one context lookup (the request path is measured)
+    if not current.path.startswith("/api"):
         return None
-    negotiate()
+    negotiate(current)
     speedups.begin_request()
     auth.authenticate()
-    return check_route()
+    return check_route(current)
 
 
-def negotiate() -> None:
+def negotiate(current: Request) -> None:
     """DRF content negotiation, which runs before authentication (docs/contract.md §1)."""
-    if request.query_string and request.args.get("format", "json") != "json":
+    if current.query_string and current.args.get("format", "json") != "json":
         fail_detail(404, "Not found.")
-    accept = request.headers.get("Accept")
+    accept = current.environ.get("HTTP_ACCEPT")
     if accept in (None, "", "*/*", "application/json"):
         return
-    accepted = [value for value, _quality in request.accept_mimetypes]
+    accepted = [value for value, _quality in current.accept_mimetypes]
     if accepted and not any(value in JSON_TYPES for value in accepted):
         fail_detail(406, "Could not satisfy the request Accept header.")
 
 
-def check_route():
+def check_route(current: Request):
     """What InvenTree decides after authentication and before the view runs.
 
     * A missing trailing slash is not redirected: the path is unrouted (docs/contract.md §1).
@@ -94,13 +95,14 @@ def check_route():
       ``unsupported_methods_need``: who gets the 405 rather than 403 (``"superuser"``,
       ``"staff"``, or ``None`` for everybody, anonymous included).
     """
-    if isinstance(request.routing_exception, RequestRedirect):
+    routing_exception = current.routing_exception
+    if routing_exception is None:
+        return _metadata() if current.method == "OPTIONS" else None
+    if isinstance(routing_exception, RequestRedirect):
         raise NotFound()
-    if request.method == "OPTIONS" and request.url_rule is not None:
-        return _metadata()
-    if not isinstance(request.routing_exception, MethodNotAllowed):
+    if not isinstance(routing_exception, MethodNotAllowed):
         return None
-    adapter = current_app.url_map.bind_to_environ(request.environ)
+    adapter = current_app.url_map.bind_to_environ(current.environ)
     endpoint, _ = adapter.match(method="GET")
     view = current_app.view_functions[endpoint]
     need = getattr(getattr(view, "view_class", None), "unsupported_methods_need", None)
@@ -127,12 +129,11 @@ def _metadata():
     )
 
 
-def add_allow_header(response):
+def add_allow_header(response) -> None:
     """``Allow`` on every routed settings response, in DRF's order."""
     rule = request.url_rule
     if rule is not None and rule.endpoint.startswith("settings."):
         response.headers["Allow"] = _allow(frozenset(rule.methods))
-    return response
 
 
 @functools.cache
