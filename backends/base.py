@@ -27,10 +27,18 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 COUNTERS = "counters"
+#: The counter of :meth:`KeyValueStore.commit`'s log entries: the store's *change index*.
+CHANGES = "changes"
+
+
+def log_key(index: int) -> str:
+    """The key of the log entry with change index ``index``: zero-padded, so that the keys of
+    a namespace sort as their indexes do."""
+    return f"{index:012d}"
 
 
 class StorageError(Exception):
@@ -126,8 +134,39 @@ class KeyValueStore(ABC):
                 self.set(namespace, key, value)
 
     @abstractmethod
+    def commit(
+        self,
+        writes: Mapping[str, Mapping[str, Any]],
+        *,
+        expect: Mapping[str, Mapping[str, Any | None]] | None = None,
+        log: Sequence[tuple[str, Any]] = (),
+    ) -> int | None:
+        """Check, write and log in one atomic step: if every entry of ``expect``
+        (``{namespace: {key: value or None for absent}}``, compared on the canonical JSON
+        encoding) still holds, store ``writes`` (as :meth:`set_many`) and append each
+        ``(namespace, value)`` of ``log``; otherwise write nothing and return ``None``.
+
+        Each logged value gets the next *change index*: the counter :data:`CHANGES` goes up by
+        one per entry in the same step, and the entry is stored at :func:`log_key` of its index
+        in its namespace. So a reader that sees a value also sees its log entry and the other
+        way round, and indexes are never reused; on stores where :attr:`atomic_across_groups`
+        holds, an entry with a lower index is never written after one with a higher index.
+        Where it does not (Redis Cluster), the indexes are allocated first, the step is atomic
+        per group, and ``expect`` must name namespaces of one group.
+
+        Returns the change index of the last logged entry, or ``0`` when ``log`` is empty.
+        Every value is encoded before anything is written.
+        """
+
+    @abstractmethod
     def delete(self, namespace: str, key: str) -> bool:
         """Remove ``key``; ``True`` if it existed."""
+
+    def delete_many(self, namespace: str, keys: Iterable[str]) -> int:
+        """Remove ``keys`` of ``namespace`` (absent ones are skipped) in one round trip where
+        the backend can; returns how many existed. Each key's removal is atomic; the batch as
+        a whole need not be."""
+        return sum(self.delete(namespace, key) for key in list(keys))
 
     @abstractmethod
     def compare_and_set(self, namespace: str, key: str, expected: Any | None, value: Any) -> bool:

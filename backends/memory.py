@@ -10,7 +10,16 @@ import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from .base import COUNTERS, ConfigurationError, KeyValueStore, decode, decode_many, encode
+from .base import (
+    CHANGES,
+    COUNTERS,
+    ConfigurationError,
+    KeyValueStore,
+    decode,
+    decode_many,
+    encode,
+    log_key,
+)
 
 
 class MemoryStore(KeyValueStore):
@@ -54,6 +63,30 @@ class MemoryStore(KeyValueStore):
         with self._lock:
             for namespace, values in encoded.items():
                 self._data.setdefault(namespace, {}).update(values)
+
+    def commit(self, writes, *, expect=None, log=()) -> int | None:
+        encoded = {ns: {k: encode(v) for k, v in values.items()} for ns, values in writes.items()}
+        logged = [(namespace, encode(value)) for namespace, value in log]
+        wanted = {
+            ns: {k: None if v is None else encode(v) for k, v in values.items()}
+            for ns, values in (expect or {}).items()
+        }
+        with self._lock:
+            for namespace, values in wanted.items():
+                entries = self._data.get(namespace, {})
+                if any(entries.get(key) != want for key, want in values.items()):
+                    return None
+            for namespace, values in encoded.items():
+                self._data.setdefault(namespace, {}).update(values)
+            if not logged:
+                return 0
+            counters = self._data.setdefault(COUNTERS, {})
+            index = decode(counters.get(CHANGES, "0"))
+            for namespace, text in logged:
+                index += 1
+                self._data.setdefault(namespace, {})[log_key(index)] = text
+            counters[CHANGES] = encode(index)
+            return index
 
     def delete(self, namespace: str, key: str) -> bool:
         with self._lock:

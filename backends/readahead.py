@@ -109,9 +109,18 @@ class ReadAheadStore(KeyValueStore):
         self._drop(namespace)
         return self.store.delete(namespace, key)
 
+    def delete_many(self, namespace: str, keys: Iterable[str]) -> int:
+        self._drop(namespace)
+        return self.store.delete_many(namespace, keys)
+
     def compare_and_set(self, namespace: str, key: str, expected: Any | None, value: Any) -> bool:
         self._drop(namespace)
         return self.store.compare_and_set(namespace, key, expected, value)
+
+    def commit(self, writes, *, expect=None, log=()) -> int | None:
+        for namespace in {*writes, *(namespace for namespace, _ in log), COUNTERS}:
+            self._drop(namespace)
+        return self.store.commit(writes, expect=expect, log=log)
 
     def incr(self, counter: str, amount: int = 1) -> int:
         self._drop(COUNTERS)

@@ -47,6 +47,7 @@ from redis.crc import key_slot
 from redis.exceptions import RedisClusterException
 
 from .base import (
+    CHANGES,
     COUNTERS,
     ConfigurationError,
     KeyValueStore,
@@ -55,6 +56,7 @@ from .base import (
     decode,
     decode_many,
     encode,
+    log_key,
 )
 from .rediscache import DELETED, NamespaceCache
 from .redisurl import ACCEPTED_FORMS, CLUSTER, SCHEMES, RedisTarget, connector, parse_url
@@ -66,6 +68,47 @@ if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
     return 1
 end
 return 0
+"""
+
+# KEYS[1]: the counters hash, then the hashes written. ARGV: the counter's field, the first
+# change index to use (0: take them from the counter), then three lists, each its length
+# first: expectations (key number, field, encoding or "" for absent), writes (key number,
+# field, encoding), log entries (key number, encoding); then the channel to announce on (""
+# for none) and the announcements. Returns false when an expectation fails (nothing written),
+# else the change index of the last entry (0 for none).
+_COMMIT = """
+local i = 3
+local n = tonumber(ARGV[i])
+for _ = 1, n do
+    if (redis.call('HGET', KEYS[tonumber(ARGV[i + 1])], ARGV[i + 2]) or '') ~= ARGV[i + 3] then
+        return false
+    end
+    i = i + 3
+end
+i = i + 1
+n = tonumber(ARGV[i])
+for _ = 1, n do
+    redis.call('HSET', KEYS[tonumber(ARGV[i + 1])], ARGV[i + 2], ARGV[i + 3])
+    i = i + 3
+end
+i = i + 1
+n = tonumber(ARGV[i])
+local index = tonumber(ARGV[2]) - 1
+if n > 0 and index < 0 then
+    index = redis.call('HINCRBY', KEYS[1], ARGV[1], n) - n
+end
+for _ = 1, n do
+    index = index + 1
+    redis.call('HSET', KEYS[tonumber(ARGV[i + 1])], string.format('%012d', index), ARGV[i + 2])
+    i = i + 2
+end
+if ARGV[i + 1] ~= '' then
+    for j = i + 2, #ARGV do
+        redis.call('PUBLISH', ARGV[i + 1], ARGV[j])
+    end
+end
+if n == 0 then return 0 end
+return index
 """
 
 
@@ -148,6 +191,7 @@ class RedisStore(ReadsThroughGetEach, KeyValueStore):
                 if self._client is None:
                     client = self._connect()
                     self._compare_and_set = client.register_script(_COMPARE_AND_SET)
+                    self._commit = client.register_script(_COMMIT)
                     self._client = client
         return self._client
 
@@ -363,6 +407,88 @@ class RedisStore(ReadsThroughGetEach, KeyValueStore):
         """How a :meth:`set_many` is cut into transactions: one here."""
         return [encoded]
 
+    def commit(self, writes, *, expect=None, log=()) -> int | None:
+        """One Lua script, which also announces what it wrote: one round trip."""
+        encoded = {ns: {k: encode(v) for k, v in values.items()} for ns, values in writes.items()}
+        wanted = {
+            ns: {k: "" if v is None else encode(v) for k, v in values.items()}
+            for ns, values in (expect or {}).items()
+        }
+        logged = [(namespace, encode(value)) for namespace, value in log]
+        with self._errors():
+            result = None
+            for step in self._commit_steps(encoded, wanted, logged):
+                result = self._commit_step(*step)
+                if result is None:
+                    return None
+            return result
+
+    def _commit_steps(
+        self,
+        encoded: dict[str, dict[str, str]],
+        wanted: dict[str, dict[str, str]],
+        logged: list[tuple[str, str]],
+    ) -> list[tuple[dict, dict, list, int]]:
+        """How a :meth:`commit` is cut into scripts, each ``(writes, expect, log, first
+        index)``, the first index 0 for "from the counter": one script here."""
+        return [(encoded, wanted, logged, 0)]
+
+    def _commit_step(
+        self,
+        encoded: dict[str, dict[str, str]],
+        wanted: dict[str, dict[str, str]],
+        logged: list[tuple[str, str]],
+        first: int,
+    ) -> int | None:
+        namespaces = list(dict.fromkeys([*wanted, *encoded, *(ns for ns, _ in logged)]))
+        number = {namespace: str(n) for n, namespace in enumerate(namespaces, start=2)}
+        args: list[str] = [CHANGES, str(first), str(sum(map(len, wanted.values())))]
+        for namespace, values in wanted.items():
+            for key, text in values.items():
+                args += [number[namespace], key, text]
+        args.append(str(sum(map(len, encoded.values()))))
+        for namespace, values in encoded.items():
+            for key, text in values.items():
+                args += [number[namespace], key, text]
+        args.append(str(len(logged)))
+        for namespace, text in logged:
+            args += [number[namespace], text]
+        # With its first index given, the script leaves the counter alone (and a cluster
+        # script may name keys of one slot only).
+        keys = [self._key(namespaces[0] if first else COUNTERS), *map(self._key, namespaces)]
+        announced = [ns for ns in namespaces if ns in encoded or any(ns == n for n, _ in logged)]
+        if logged and not first:
+            announced.append(COUNTERS)
+        args += self._announcements(announced)
+
+        def changes(results: list[Any]) -> dict[str, dict[str, Any]]:
+            if results[0] is None:
+                return {}
+            made = {namespace: decode_many(values) for namespace, values in encoded.items()}
+            index = int(results[0]) - len(logged)
+            for namespace, text in logged:
+                index += 1
+                made.setdefault(namespace, {})[log_key(index)] = decode(text)
+            if logged and not first:
+                made[COUNTERS] = {CHANGES: int(results[0])}
+            return made
+
+        def send() -> Callable[[], list[Any]]:
+            script = self._redis and self._commit  # the client registers the scripts
+            results = [script(keys=keys, args=args)]
+            return lambda: results
+
+        results = self._write(announced, send, changes)
+        if results[0] is None:
+            if self._cache is not None:  # a copy may be what failed the check: read afresh
+                self._cache.drop(list(wanted))
+            return None
+        return int(results[0])
+
+    def _announcements(self, namespaces: list[str]) -> list[str]:
+        """The channel and messages a script publishes to announce ``namespaces``."""
+        return [self._channel, *map(self._announcement, namespaces)]
+
     def delete(self, namespace: str, key: str) -> bool:
         with self._errors():
             results = self._write(
@@ -371,6 +497,18 @@ class RedisStore(ReadsThroughGetEach, KeyValueStore):
                 lambda _: {namespace: {key: DELETED}},
             )
         return bool(results[0])
+
+    def delete_many(self, namespace: str, keys: Iterable[str]) -> int:
+        keys = list(keys)
+        if not keys:
+            return 0
+        with self._errors():
+            results = self._write(
+                [namespace],
+                self._transaction([namespace], lambda pipe: pipe.hdel(self._key(namespace), *keys)),
+                lambda _: {namespace: dict.fromkeys(keys, DELETED)},
+            )
+        return int(results[0])
 
     def compare_and_set(self, namespace: str, key: str, expected: Any | None, value: Any) -> bool:
         hash_key, text = self._key(namespace), encode(value)
@@ -452,6 +590,29 @@ class RedisClusterStore(RedisStore):
 
     def _announce(self, pipe: Any, namespaces: list[str]) -> None:
         pass
+
+    def _announcements(self, namespaces: list[str]) -> list[str]:
+        return [""]
+
+    def _commit_steps(self, encoded, wanted, logged):
+        """One script per slot, the expectations' slot first (they must name one group), each
+        with the indexes of its own entries taken from the counter beforehand."""
+        slot = lambda namespace: key_slot(self._key(namespace).encode())
+        steps: dict[int, tuple[dict, dict, list]] = {}
+        if len({slot(namespace) for namespace in wanted}) > 1:
+            raise ValueError("a cluster commit's expectations must name one group")
+        for namespace in wanted:
+            steps.setdefault(slot(namespace), ({}, {}, []))[1][namespace] = wanted[namespace]
+        for namespace, values in encoded.items():
+            steps.setdefault(slot(namespace), ({}, {}, []))[0][namespace] = values
+        for namespace, text in logged:
+            steps.setdefault(slot(namespace), ({}, {}, []))[2].append((namespace, text))
+        first = self.incr(CHANGES, len(logged)) - len(logged) + 1 if logged else 0
+        cut = []
+        for writes, expected, entries in steps.values():
+            cut.append((writes, expected, entries, first if entries else 0))
+            first += len(entries)
+        return cut
 
     def _transactions(
         self, encoded: dict[str, dict[str, str]]

@@ -31,6 +31,7 @@ from urllib.parse import unquote, urlsplit
 from sqlitedict import SqliteDict
 
 from .base import (
+    CHANGES,
     COUNTERS,
     ConfigurationError,
     KeyValueStore,
@@ -272,11 +273,74 @@ class SQLiteStore(ReadsThroughGetEach, KeyValueStore):
             (json.dumps(rows, ensure_ascii=False),),
         )
 
+    def commit(self, writes, *, expect=None, log=()) -> int | None:
+        """One statement, as :meth:`set_many`: the expectations are a condition of its
+        ``SELECT``, the log's keys are computed from the change counter as it reads, and the
+        counter is one of the rows it writes. SQLite runs one writer at a time, so no other
+        write comes between the check and the write; a failure anywhere (a trigger's abort, a
+        full disk) undoes all of it."""
+        rows = {
+            _row_key(namespace, key): encode(value)
+            for namespace, values in writes.items()
+            for key, value in values.items()
+        }
+        wanted = {
+            _row_key(namespace, key): None if value is None else encode(value)
+            for namespace, values in (expect or {}).items()
+            for key, value in values.items()
+        }
+        logged = [[_row_key(namespace, ""), encode(value)] for namespace, value in log]
+        counter = _row_key(COUNTERS, CHANGES)
+        result = self._query(
+            "WITH expected(key, value) AS (SELECT key, value FROM json_each(?1)),"
+            " holds(ok) AS (SELECT NOT EXISTS (SELECT 1 FROM expected LEFT JOIN"
+            f"  {TABLE} AS t ON t.key = expected.key WHERE t.value IS NOT expected.value)),"
+            f" base(n) AS (SELECT COALESCE((SELECT CAST(value AS INTEGER) FROM {TABLE}"
+            "  WHERE key = ?3), 0)),"
+            " written(key, value) AS (SELECT key, value FROM json_each(?2)"
+            "  UNION ALL SELECT json_extract(l.value, '$[0]') || printf('%012d', base.n + l.key + 1),"
+            "   json_extract(l.value, '$[1]') FROM json_each(?4) AS l, base"
+            "  UNION ALL SELECT ?3, CAST(base.n + json_array_length(?4) AS TEXT) FROM base"
+            "   WHERE json_array_length(?4) > 0)"
+            f" INSERT INTO {TABLE} (key, value) SELECT key, value FROM written, holds"
+            " WHERE holds.ok ON CONFLICT(key) DO UPDATE SET value = excluded.value"
+            " RETURNING key, value",
+            (
+                json.dumps(wanted, ensure_ascii=False),
+                json.dumps(rows, ensure_ascii=False),
+                counter,
+                json.dumps(logged, ensure_ascii=False),
+            ),
+        )
+        if not result:
+            if not rows and not logged:  # nothing to write: whether the expectations hold
+                return 0 if self._expectations_hold(wanted) else None
+            return None
+        return next((decode(value) for key, value in result if key == counter), 0)
+
+    def _expectations_hold(self, wanted: dict[str, str | None]) -> bool:
+        rows = self._query(
+            "SELECT NOT EXISTS (SELECT 1 FROM json_each(?) AS e LEFT JOIN"
+            f" {TABLE} AS t ON t.key = e.key WHERE t.value IS NOT e.value)",
+            (json.dumps(wanted, ensure_ascii=False),),
+        )
+        return bool(rows[0][0])
+
     def delete(self, namespace: str, key: str) -> bool:
         rows = self._query(
             f"DELETE FROM {TABLE} WHERE key = ? RETURNING 1", (_row_key(namespace, key),)
         )
         return bool(rows)
+
+    def delete_many(self, namespace: str, keys: Iterable[str]) -> int:
+        row_keys = [_row_key(namespace, key) for key in keys]
+        if not row_keys:
+            return 0
+        rows = self._query(
+            f"DELETE FROM {TABLE} WHERE key IN (SELECT value FROM json_each(?)) RETURNING 1",
+            (json.dumps(row_keys, ensure_ascii=False),),
+        )
+        return len(rows)
 
     def compare_and_set(self, namespace: str, key: str, expected: Any | None, value: Any) -> bool:
         row_key = _row_key(namespace, key)

@@ -3,6 +3,8 @@
 -- The request comes from the environment, so one script serves every endpoint:
 --   BENCH_METHOD  HTTP method (default GET)
 --   BENCH_BODY    request body, sent as application/json when set
+--   BENCH_OTHER_BODY  when set, every other request sends this body instead (a write that
+--                 alternates between two values changes the setting each time)
 --   BENCH_AUTH    value of the Authorization header, when set
 -- At the end it prints one machine-readable line, "BENCH_RESULT {json}", with the request
 -- count, the error counts and the latency percentiles in microseconds.
@@ -13,6 +15,15 @@ local body = os.getenv("BENCH_BODY")
 if body ~= nil and body ~= "" then
    wrk.body = body
    wrk.headers["Content-Type"] = "application/json"
+end
+
+local other = os.getenv("BENCH_OTHER_BODY")
+if other ~= nil and other ~= "" then
+   local sent = 0
+   request = function()
+      sent = sent + 1
+      return wrk.format(nil, nil, nil, sent % 2 == 0 and other or body)
+   end
 end
 
 local auth = os.getenv("BENCH_AUTH")

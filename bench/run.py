@@ -83,10 +83,28 @@ class Endpoint:
     path: str
     body: str | None = None
     target: float | None = None
+    #: sent instead of ``body`` by every other request, so that each write changes the value
+    #: (and is logged in the history)
+    other_body: str | None = None
 
     @property
     def is_read(self) -> bool:
         return self.method == "GET"
+
+
+#: A bulk write of this many global booleans, all flipped by each request.
+BULK_KEYS = (
+    "PART_ENABLE_REVISION", "PART_REVISION_ASSEMBLY_ONLY", "PART_ALLOW_DELETE_FROM_ASSEMBLY",
+    "PART_ALLOW_DUPLICATE_IPN", "PART_ALLOW_EDIT_IPN", "PART_COPY_BOM", "PART_COPY_PARAMETERS",
+    "PART_COPY_TESTS", "PART_CATEGORY_PARAMETERS", "PART_TEMPLATE", "PART_ASSEMBLY",
+    "PART_COMPONENT", "PART_PURCHASEABLE", "BARCODE_ENABLE", "BARCODE_STORE_RESULTS",
+    "BARCODE_WEBCAM_SUPPORT", "BARCODE_SHOW_TEXT", "INVENTREE_DOWNLOAD_FROM_URL",
+    "INVENTREE_STRICT_URLS", "INVENTREE_RESTRICT_ABOUT",
+)
+
+
+def _bulk_body(value: str) -> str:
+    return json.dumps(dict.fromkeys(BULK_KEYS, value), separators=(",", ":"))
 
 
 GLOBAL_LIST = Endpoint("global list (all)", "GET", "/api/settings/global/", target=0.5)
@@ -99,8 +117,17 @@ ENDPOINTS = (
         "PATCH",
         "/api/settings/global/INVENTREE_INSTANCE/",
         body='{"value":"Bench"}',
+        other_body='{"value":"Bunch"}',
         target=0.5,
     ),
+    Endpoint(
+        f"global bulk PATCH ({len(BULK_KEYS)} keys)",
+        "PATCH",
+        "/api/settings/bulk/global/",
+        body=_bulk_body("True"),
+        other_body=_bulk_body("False"),
+    ),
+    Endpoint("history page (50)", "GET", "/api/settings/history/"),
     Endpoint("user detail", "GET", "/api/settings/user/DATE_DISPLAY_FORMAT/", target=0.6),
     Endpoint("user list", "GET", "/api/settings/user/"),
     Endpoint("notification list", "GET", "/api/settings/notification/"),
@@ -116,7 +143,9 @@ BENCH_USER_SETTINGS = {
     "STICKY_HEADER": "True",
     "LABEL_INLINE": "False",
 }
-BENCH_GLOBAL_SETTINGS = {"INVENTREE_INSTANCE": "Bench"}
+BENCH_GLOBAL_SETTINGS = {"INVENTREE_INSTANCE": "Bench", **dict.fromkeys(BULK_KEYS, "True")}
+#: Changes made before measuring, so that the history page is full from the first round.
+BENCH_HISTORY_CHANGES = 60
 
 
 class BenchError(Exception):
@@ -403,6 +432,8 @@ def prepare_store(url: str) -> str:
         user = auth.users.create("bench", "pw-bench", is_staff=True)
         key = auth.tokens.issue(user, "bench").key
         service = app.extensions["settings_service"]
+        for n in range(BENCH_HISTORY_CHANGES):
+            service.update(GLOBAL, "INVENTREE_INSTANCE", f"Bench {n}", actor=user)
         for setting, value in BENCH_GLOBAL_SETTINGS.items():
             service.update(GLOBAL, setting, value)
         for setting, value in BENCH_USER_SETTINGS.items():
@@ -524,7 +555,12 @@ def warm_up(servers: Sequence[Server], endpoints: Sequence[Endpoint], auth: str)
 
 def wrk(server: Server, endpoint: Endpoint, auth: str, args: argparse.Namespace) -> Measurement:
     env = dict(os.environ)
-    env.update(BENCH_METHOD=endpoint.method, BENCH_BODY=endpoint.body or "", BENCH_AUTH=auth)
+    env.update(
+        BENCH_METHOD=endpoint.method,
+        BENCH_BODY=endpoint.body or "",
+        BENCH_OTHER_BODY=endpoint.other_body or "",
+        BENCH_AUTH=auth,
+    )
     argv = [
         args.wrk, f"-t{args.threads}", f"-c{args.connections}", f"-d{args.duration}s",
         "--latency", "-s", str(WRK_SCRIPT), server.base + endpoint.path,

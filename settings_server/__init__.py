@@ -20,8 +20,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """
     from backends import store_from_url
 
-    from . import access_log, api, auth, errors, metrics, pipeline, security, speedups
-    from .config import from_environment
+    from . import access_log, api, auth, errors, metrics, pinned, pipeline, security, speedups
+    from .config import from_environment, history_limit
+    from .history import History
     from .registry import load_registry
     from .service import SettingsService
 
@@ -37,9 +38,20 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     store = app.extensions["settings_store"]
     registry = load_registry(app.config.get("SETTINGS_REGISTRY_FILE"))
     app.extensions["settings_registry"] = registry
-    app.extensions["settings_service"] = SettingsService(
-        store, registry, currency_codes_override=app.config.get("INVENTREE_CURRENCY_CODES")
+    history = History(store, history_limit(app.config))
+    app.extensions["settings_history"] = history
+    service = SettingsService(
+        store,
+        registry,
+        currency_codes_override=app.config.get("INVENTREE_CURRENCY_CODES"),
+        history=history,
+        etag_secret=lambda: auth.authenticator(app).secret_key,
     )
+    try:
+        service.pin(pinned.read(app.config))
+    except ValueError as exc:
+        raise pinned.PinnedSettingsError(f"pinned settings: {exc}") from None
+    app.extensions["settings_service"] = service
 
     auth.init_app(app)
     metrics.init_app(app)

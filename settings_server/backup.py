@@ -15,7 +15,9 @@ With secrets, each user also has ``password_hash``, and there are ``tokens`` (``
 [token record + "digest"]}``) and ``server`` (``{"secret_key": ...}``). Users are matched by
 username on import: an existing account keeps its id, a new one gets the target store's next id,
 and settings and tokens follow the username. Import checks the whole document first (every
-problem is reported, nothing written), then writes everything in one ``store.set_many``.
+problem is reported, nothing written), then writes everything in one ``store.commit``, with a
+history entry (source ``import``) for each setting it changes; a change of a pinned setting is
+a problem.
 
 Migrate copies every namespace as stored (settings, users, tokens, pk ordinals, counters, the
 secret key), so ids, pks, tokens and sessions survive a change of backend.
@@ -25,7 +27,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,9 +36,10 @@ from marshmallow import ValidationError
 from backends import COUNTERS, KeyValueStore
 
 from .auth import SECRET_ENTRY, SECRET_NAMESPACE
+from .history import Change, History
 from .progress import Progress
 from .registry import SettingsRegistry
-from .service import GLOBAL, NOTIFICATION, USER, Kind, SettingsService
+from .service import GLOBAL, NOTIFICATION, PINNED, USER, Kind, SettingsService
 from .tokens import ApiToken, TokenStore
 from .users import USERNAME_RULE, User, UserDirectory
 
@@ -141,6 +144,7 @@ class _UserImport:
     settings: dict[str, str] = field(default_factory=dict)  # changed values only
     notifications: dict[str, str] = field(default_factory=dict)
     tokens: list[dict[str, Any]] = field(default_factory=list)  # new tokens (without id)
+    logged: list[Change] = field(default_factory=list)  # for the history (user id set on write)
 
 
 @dataclass
@@ -148,6 +152,7 @@ class ImportPlan:
     """What an import writes; :attr:`changes` says it in words, one line per change."""
 
     global_settings: dict[str, str] = field(default_factory=dict)
+    logged: list[Change] = field(default_factory=list)  # the global changes, for the history
     users: list[_UserImport] = field(default_factory=list)
     secret_key: str | None = None
     changes: list[str] = field(default_factory=list)
@@ -165,11 +170,13 @@ def plan_import(
     document: Any,
     *,
     currency_codes_override: str | None = None,
+    pinned: Mapping[str, Any] | None = None,
     quiet: bool = False,
 ) -> ImportPlan:
     """Check ``document`` against the registry and ``store`` and work out what importing it
-    changes; writes nothing. Raises :class:`BackupError` listing every problem found. Progress
-    over the users goes to stderr unless ``quiet``."""
+    changes; writes nothing. A change of a ``pinned`` setting (see :mod:`.pinned`) is a
+    problem. Raises :class:`BackupError` listing every problem found. Progress over the users
+    goes to stderr unless ``quiet``."""
     problems: list[str] = []
     if not isinstance(document, dict):
         raise BackupError("not a settings-server export: the top level must be a JSON object")
@@ -190,12 +197,16 @@ def plan_import(
         sections[name] = value
 
     plan = ImportPlan()
-    checker = _SettingsChecker(
-        SettingsService(store, registry, currency_codes_override), problems
-    )
+    service = SettingsService(store, registry, currency_codes_override)
+    try:
+        service.pin(pinned or {})
+    except ValueError as exc:
+        raise BackupError(f"pinned settings: {exc}") from None
+    checker = _SettingsChecker(service, problems)
 
     stored_global = store.get_all(GLOBAL.namespace(None))
     plan.global_settings = checker.check(GLOBAL, sections["global"], stored_global, "global")
+    plan.logged = service.changes(GLOBAL, plan.global_settings, stored_global, None)
     plan.unchanged += len(sections["global"]) - len(plan.global_settings)
     plan.changes += _describe("global", plan.global_settings, stored_global)
 
@@ -273,6 +284,7 @@ def _plan_user(store, checker, sections, username, user_id, plan, problems) -> _
             values = checker.flatten_methods(values, f"{part}.{username}")
         current = store.get_all(kind.namespace(user_id)) if user_id is not None else {}
         changed = checker.check(kind, values, current, f"{part}.{username}")
+        user.logged += checker.service.changes(kind, changed, current, user_id)
         plan.unchanged += len(values) - len(changed) if isinstance(values, dict) else 0
         plan.changes += _describe(f"{part}: {username}", changed, current)
         if kind is USER:
@@ -361,6 +373,9 @@ class _SettingsChecker:
                 self.problems.append(f"{where}.{key}: {value!r}: {messages}")
                 continue
             if stored.get(key) != text:
+                if self.service.pinned(kind, key):
+                    self.problems.append(f"{where}.{key}: {PINNED}")
+                    continue
                 changed[key] = text
         return changed
 
@@ -372,9 +387,12 @@ def _describe(where: str, changed: Mapping[str, str], stored: Mapping[str, str])
     ]
 
 
-def apply_import(store: KeyValueStore, plan: ImportPlan) -> dict[str, dict[str, Any]]:
-    """Write ``plan`` with one ``store.set_many`` (ids for new users and tokens are taken from
-    the store's counters first); returns what was written."""
+def apply_import(
+    store: KeyValueStore, plan: ImportPlan, history: History | None = None
+) -> dict[str, dict[str, Any]]:
+    """Write ``plan`` with one ``store.commit`` (ids for new users and tokens are taken from
+    the store's counters first), its setting changes logged in ``history`` (source
+    ``import``, no actor); returns what was written."""
     new_users = sorted(
         (user for user in plan.users if user.user_id is None),
         key=lambda user: (user.source_id is None, user.source_id or 0, user.username),
@@ -410,7 +428,13 @@ def apply_import(store: KeyValueStore, plan: ImportPlan) -> dict[str, dict[str, 
             put(namespace, values)
     if plan.secret_key is not None:
         put(SECRET_NAMESPACE, {SECRET_ENTRY: plan.secret_key})
-    store.set_many(entries)
+    changes = plan.logged + [
+        replace(change, user=user.user_id) for user in plan.users for change in user.logged
+    ]
+    log = history.log(changes, None, "import") if history is not None else []
+    index = store.commit(entries, log=log)
+    if history is not None:
+        history.committed(index)
     return entries
 
 

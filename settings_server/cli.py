@@ -401,6 +401,7 @@ def _export(args: Arguments) -> None:
 @_reports_backup_errors
 def _import(args: Arguments) -> None:
     from .backup import apply_import, plan_import
+    from .history import History
 
     try:
         if args.file == "-":
@@ -417,7 +418,8 @@ def _import(args: Arguments) -> None:
     try:
         plan = plan_import(
             store, _registry(), document,
-            currency_codes_override=config.get("INVENTREE_CURRENCY_CODES"), quiet=args.quiet,
+            currency_codes_override=config.get("INVENTREE_CURRENCY_CODES"),
+            pinned=_pinned(config), quiet=args.quiet,
         )
         if args.dry_run:
             for line in plan.changes:
@@ -428,7 +430,7 @@ def _import(args: Arguments) -> None:
         if not args.quiet:
             print(f"import: writing {len(plan.changes)} change(s) in one transaction",
                   file=sys.stderr)
-        apply_import(store, plan)
+        apply_import(store, plan, History(store, _history_limit(config)))
     finally:
         store.close()
     print(f"Imported: {len(plan.changes)} change(s), {plan.unchanged} entries unchanged.")
@@ -436,6 +438,52 @@ def _import(args: Arguments) -> None:
         print(f"{len(plan.without_password)} account(s) have no password (exported without "
               "--include-secrets); set one with: settings-server user set-password NAME",
               file=sys.stderr)
+
+
+def _pinned(config: Mapping[str, Any]) -> dict[str, Any]:
+    from .pinned import read
+
+    try:
+        return read(config)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from exc
+
+
+def _history_limit(config: Mapping[str, Any]) -> int:
+    from .config import history_limit
+
+    try:
+        return history_limit(config)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from exc
+
+
+@cli.command("history", help="print the newest changes of settings, every user's included")
+@click.option("--kind", type=click.Choice(["global", "user", "notification"]),
+              help="only this kind of setting")
+@click.option("--key", help="only this setting (any case)")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True,
+              help="at most this many entries")
+def _history(args: Arguments) -> None:
+    from .history import History
+
+    config = from_environment()
+    store = _configured_store(config)
+    try:
+        entries = History(store, _history_limit(config)).everything(kind=args.kind, key=args.key)
+    finally:
+        store.close()
+    print(f"{'ID':>6}  {'WHEN':<24} {'KIND':<12} {'KEY':<40} {'USER':>5}  {'BY':<16} {'SOURCE':<8} OLD -> NEW")
+    for entry in entries[: args.limit]:
+        owner = "-" if entry["user"] is None else entry["user"]
+        print(
+            f"{entry['id']:>6}  {entry['timestamp']:<24} {entry['kind']:<12} {entry['key']:<40} "
+            f"{owner:>5}  {entry['actor_name'] or '(cli)':<16} {entry['source']:<8} "
+            f"{json.dumps(entry['old'], ensure_ascii=False)} -> "
+            f"{json.dumps(entry['new'], ensure_ascii=False)}"
+        )
+    if not entries:
+        print("No changes recorded.", file=sys.stderr)
 
 
 @cli.command("migrate", help="copy a whole store to another backend")

@@ -19,6 +19,10 @@ ENVIRONMENT = {
     "SETTINGS_TRUSTED_ORIGINS": "",
     "SETTINGS_STORAGE_TIMEOUT": "2.0",
     "INVENTREE_CURRENCY_CODES": None,
+    # Change control (settings_server/history.py, settings_server/pinned.py).
+    "SETTINGS_HISTORY_LIMIT": "100",
+    "SETTINGS_OVERRIDES": None,
+    "SETTINGS_OVERRIDES_FILE": None,
     # Limits that protect the server (settings_server/security.py, settings_server/serving.py).
     "SETTINGS_MAX_BODY_BYTES": "1048576",
     "SETTINGS_LOGIN_LIMIT_PER_ADDRESS": "10/minute",
@@ -41,3 +45,15 @@ def from_environment(environ: Mapping[str, str] | None = None) -> dict[str, Any]
     """The settings-server configuration found in ``environ`` (default: ``os.environ``)."""
     environ = os.environ if environ is None else environ
     return {name: environ.get(name, default) for name, default in ENVIRONMENT.items()}
+
+
+def history_limit(config: Mapping[str, Any]) -> int:
+    """``SETTINGS_HISTORY_LIMIT``: history entries kept per setting, 0 for none."""
+    raw = config["SETTINGS_HISTORY_LIMIT"]
+    try:
+        limit = int(raw)
+    except (TypeError, ValueError):
+        limit = -1
+    if limit < 0:
+        raise ValueError(f"SETTINGS_HISTORY_LIMIT must be a whole number, 0 or more; got {raw!r}")
+    return limit

@@ -47,8 +47,8 @@ METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 STORE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 2.5)
 STORE_OPERATIONS = (
-    "get", "get_many", "get_all", "get_each", "set", "set_many", "delete", "compare_and_set",
-    "incr", "namespaces", "ping",
+    "get", "get_many", "get_all", "get_each", "set", "set_many", "delete", "delete_many", "compare_and_set",
+    "commit", "incr", "namespaces", "ping",
 )  # fmt: skip
 CREDENTIAL_SCHEMES = {"basic": "basic", "token": "token"}
 
@@ -245,6 +245,14 @@ class TimedStore(KeyValueStore):
 
     def delete(self, namespace: str, key: str) -> bool:
         return self._timed("delete", self.store.delete, namespace, key)
+
+    def delete_many(self, namespace: str, keys: Iterable[str]) -> int:
+        return self._timed("delete_many", self.store.delete_many, namespace, keys)
+
+    def commit(self, writes, *, expect=None, log=()) -> int | None:
+        return self._timed(
+            "commit", lambda: self.store.commit(writes, expect=expect, log=log)
+        )
 
     def compare_and_set(self, namespace: str, key: str, expected: Any | None, value: Any) -> bool:
         return self._timed(

@@ -12,27 +12,54 @@ registry growth.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from marshmallow import ValidationError
 from marshmallow import fields as ma_fields
 
-from backends import KeyValueStore
+from backends import KeyValueStore, StorageUnavailable
 
 from .fields import WireValue, load_value
+from .history import Change, History
 from .registry import SettingDefinition, SettingsRegistry
 from .rendering import Row, RowTemplate, compact, encode_string, slot
 from .validators import Context
 
 PK_STRIDE = 10_000  # room for this many keys per kind; ordinals beyond it are refused
 MISSING = object()  # a write body without a ``value``
+PINNED = "This setting is fixed by the server configuration."
+UNKNOWN = "No such setting."
+#: Attempts of a write whose reads another writer changed before it could commit.
+WRITE_ATTEMPTS = 10
 
 
 class SettingNotFound(LookupError):
     """No such setting for this caller (answered 404 ``Not found.``)."""
+
+
+class PreconditionFailed(Exception):
+    """The caller's ``If-Match`` no longer names the setting's value (answered 412)."""
+
+
+class Listing(list[Row]):
+    """A kind's rows (see :meth:`SettingsService.list`) and their strong ETag."""
+
+    version: str = ""
+
+
+@dataclass(frozen=True)
+class Detail:
+    """One served setting with what its detail answer says besides the row: its ETag and
+    where its value comes from (``default``, ``stored`` or ``override``)."""
+
+    row: Row
+    etag: str
+    source: str
 
 
 @dataclass(frozen=True, eq=False)  # one instance per kind: compared and hashed by identity
@@ -143,9 +170,19 @@ class SettingsService:
         store: KeyValueStore,
         registry: SettingsRegistry,
         currency_codes_override: str | None = None,
+        *,
+        history: History | None = None,
+        etag_secret: Callable[[], str] = lambda: "",
     ) -> None:
+        """``history``: where writes are logged (default: kept, 100 per setting);
+        ``etag_secret``: what keys the ETags, the same on every server of a store (an ETag
+        must not let anyone test guesses of a protected value)."""
         self.store = store
         self.registry = registry
+        self.history = history if history is not None else History(store, 100)
+        self._etag_secret = etag_secret
+        self._etag_key: bytes | None = None
+        self._pinned: dict[str, str] = {}
         self._currency_override = currency_codes_override
         self._definitions = {
             GLOBAL: {k: d for k, d in registry.global_settings.items() if not k.startswith("_")},
@@ -168,7 +205,7 @@ class SettingsService:
     def definitions(self, kind: Kind) -> Mapping[str, SettingDefinition]:
         return self._definitions[kind]
 
-    def list(self, kind: Kind, user_id: int | None = None) -> list[Row]:
+    def list(self, kind: Kind, user_id: int | None = None) -> Listing:
         """Every served setting of ``kind`` (for ``user_id``), in pk order, in one read."""
         ordinals = self._ordinals_for(kind)
         (namespace,) = self.planned_reads(kind, None, user_id)
@@ -177,23 +214,58 @@ class SettingsService:
         if last is not None and last[0] == user_id and last[1] == stored:
             return last[2]  # the same stored values render to the same rows
         definitions = self._definitions[kind]
-        rows = [
+        rows = Listing(
             self._row(kind, definition, ordinals[key], stored, user_id)
             for key, definition in definitions.items()
-        ]
+        )
         for key in stored.keys() - definitions.keys():
             if key in ordinals and not key.startswith("_"):
                 rows.append(self._row(kind, _ORPHAN, ordinals[key], stored, user_id, key=key))
         rows.sort(key=lambda row: row.pk)
+        # The rows are rendered from the registry (fixed for the life of the process), the
+        # pinned values and the stored ones: their ETag.
+        rows.version = self._tag(
+            f"{kind.name}\x1f{user_id}\x1f{self._currency_override}"
+            f"\x1f{sorted(self._pinned.items())}\x1f{sorted(stored.items())}"
+        )
         self._last_list[kind] = (user_id, stored, rows)
         return rows
 
-    def get(self, kind: Kind, key: str, user_id: int | None = None) -> Row:
+    def get(self, kind: Kind, key: str, user_id: int | None = None) -> Detail:
         """One setting by key (case-insensitive); :class:`SettingNotFound` if not served."""
         definition = self._definition(kind, key)
-        ordinal = self._ordinals_for(kind)[definition.key]
-        stored = self._read(kind, definition, user_id)
-        return self._row(kind, definition, ordinal, stored, user_id)
+        return self._detail(kind, definition, self._read(kind, definition, user_id), user_id)
+
+    def etag(self, kind: Kind, key: str, user_id: int | None, value: str) -> str:
+        """The strong ETag (unquoted) of a setting whose value (unmasked) is ``value``: equal
+        exactly when the value is."""
+        return self._tag(f"{kind.name}\x1f{key}\x1f{user_id}\x1f{value}")
+
+    def _tag(self, text: str) -> str:
+        if self._etag_key is None:
+            self._etag_key = hashlib.sha256(self._etag_secret().encode()).digest()
+        digest = hashlib.blake2b(text.encode(), key=self._etag_key, digest_size=12)
+        return digest.hexdigest()
+
+    def pin(self, values: Mapping[str, Any]) -> None:
+        """Fix global settings to ``values`` (``{KEY: value}``, validated as writes are, in
+        order): every read serves them, every write to them is refused. Raises
+        :class:`ValueError` naming the first bad key or value; pins nothing then."""
+        pinned: dict[str, str] = {}
+        for key, value in values.items():
+            definition = self._definitions[GLOBAL].get(str(key).upper())
+            if definition is None:
+                raise ValueError(f"{key}: no such global setting")
+            try:
+                pinned[definition.key] = self.validate(GLOBAL, key, value, pinned)
+            except ValidationError as exc:
+                messages = "; ".join(m for ms in exc.messages.values() for m in ms)
+                raise ValueError(f"{definition.key}: {messages}") from None
+        self._pinned = pinned
+        self._last_list.clear()
+
+    def pinned(self, kind: Kind, key: str) -> bool:
+        return kind is GLOBAL and str(key).upper() in self._pinned
 
     def locate(self, kind: Kind, pk: int) -> tuple[int, str]:
         """``(owner's user id, key)`` of a per-user setting's pk; :class:`SettingNotFound` if
@@ -206,9 +278,9 @@ class SettingsService:
         return owner, key
 
     def planned_reads(
-        self, kind: Kind, key: str | None, user_id: int | None = None, writing: bool = False
+        self, kind: Kind, key: str | None, user_id: int | None = None
     ) -> dict[str, list[str] | None]:
-        """What :meth:`list` (``key`` None), :meth:`get` or (``writing``) :meth:`update` of
+        """What :meth:`list` (``key`` None), :meth:`get` or :meth:`update` of
         ``key`` with a value will read, as ``{namespace: keys or None for all}``, to fetch it
         ahead in one round trip. Computed by the same helpers as those reads."""
         if key is None:
@@ -216,7 +288,7 @@ class SettingsService:
         definition = self._definitions[kind].get(str(key).upper())
         if definition is None:
             return {}
-        return self._reads(kind, definition, user_id, writing)
+        return self._reads(kind, definition, user_id)
 
     def values(self, kind: Kind, keys: Iterable[str], user_id: int | None = None) -> dict[str, str]:
         """Current wire values of ``keys`` (defaults where nothing is stored), in one read."""
@@ -227,23 +299,124 @@ class SettingsService:
     # -- writing ---------------------------------------------------------------------------
 
     def update(
-        self, kind: Kind, key: str, value: Any = MISSING, user_id: int | None = None
-    ) -> Row:
-        """Validate and store ``value`` (docs/contract.md §5.3); ``MISSING`` re-saves the current value.
+        self,
+        kind: Kind,
+        key: str,
+        value: Any = MISSING,
+        user_id: int | None = None,
+        *,
+        actor: Any | None = None,
+        if_match: Callable[[str], bool] | None = None,
+        source: str = "api",
+    ) -> Detail:
+        """Validate and store ``value`` (docs/contract.md §5.3), logging the change by
+        ``actor`` as from ``source``; ``MISSING`` re-saves the current value.
 
-        Raises :class:`SettingNotFound` or :class:`marshmallow.ValidationError` (whose
-        ``messages`` are the 400 body).
+        ``if_match`` is asked whether the setting's current ETag is still the caller's; the
+        check and the write are one compare-and-set, so of two writers holding one ETag only
+        one writes. Raises :class:`SettingNotFound`, :class:`PreconditionFailed` or
+        :class:`marshmallow.ValidationError` (whose ``messages`` are the 400 body).
         """
         definition = self._definition(kind, key)
-        ordinal = self._ordinals_for(kind)[definition.key]
-        # With a value, only what checking it needs (nothing, if it depends on nothing stored).
-        stored = self._read(kind, definition, user_id, writing=value is not MISSING)
-        if value is not MISSING:
-            stored = {**stored, definition.key: self.validate(kind, key, value, stored, user_id)}
-            self.store.set(kind.namespace(user_id), definition.key, stored[definition.key])
-        if definition.requires_restart:
-            self.store.set(GLOBAL.namespace(None), "SERVER_RESTART_REQUIRED", "True")
-        return self._row(kind, definition, ordinal, stored, user_id)
+        if self.pinned(kind, key):
+            raise ValidationError({"value": [PINNED]})
+        for _attempt in range(WRITE_ATTEMPTS):
+            stored = self._read(kind, definition, user_id)
+            if if_match is not None:
+                current = self._value(kind, definition, stored, user_id)
+                if not if_match(self.etag(kind, definition.key, user_id, current)):
+                    raise PreconditionFailed(key)
+            if value is MISSING:
+                writes = {}
+            else:
+                writes = {definition.key: self.validate(kind, key, value, stored, user_id)}
+            read = self._reads(kind, definition, user_id)[kind.namespace(user_id)]
+            restart = definition.requires_restart
+            if self._commit(kind, writes, stored, read, user_id, actor, source, restart) is not None:
+                return self._detail(kind, definition, {**stored, **writes}, user_id)
+        raise StorageUnavailable(f"{definition.key} kept changing while it was written")
+
+    def update_many(
+        self, kind: Kind, values: Mapping[str, Any], user_id: int | None = None, *, actor: Any
+    ) -> list[Detail]:
+        """Validate every entry of ``values`` (``{key: value}``), then write them all at once
+        with their history (source ``bulk``), or nothing. Raises
+        :class:`marshmallow.ValidationError` whose ``messages`` name every failing key."""
+        errors: dict[str, list[str]] = {}
+        definitions: dict[str, SettingDefinition] = {}
+        for key in values:
+            definition = self._definitions[kind].get(str(key).upper())
+            if definition is None:
+                errors[key] = [UNKNOWN]
+            elif self.pinned(kind, key):
+                errors[key] = [PINNED]
+            else:
+                definitions[key] = definition
+        reads = {
+            k for d in definitions.values() for k in (d.key, *d.related_keys)
+        }
+        for _attempt in range(WRITE_ATTEMPTS):
+            stored = self.store.get_many(kind.namespace(user_id), sorted(reads))
+            pending, writes = dict(stored), {}
+            for key, value in values.items():
+                if key not in definitions:
+                    continue
+                try:
+                    text = self.validate(kind, key, value, pending, user_id)
+                except ValidationError as exc:
+                    errors[key] = [m for ms in exc.messages.values() for m in ms]
+                    continue
+                pending[definitions[key].key] = writes[definitions[key].key] = text
+            if errors:
+                raise ValidationError(errors)
+            restart = any(d.requires_restart for d in definitions.values())
+            if self._commit(kind, writes, stored, reads, user_id, actor, "bulk", restart) is not None:
+                return [self._detail(kind, definitions[key], pending, user_id) for key in values]
+        raise StorageUnavailable("the settings kept changing while they were written")
+
+    def _commit(
+        self,
+        kind: Kind,
+        writes: Mapping[str, str],
+        stored: Mapping[str, str],
+        read: Iterable[str],
+        user_id: int | None,
+        actor: Any | None,
+        source: str,
+        restart: bool,
+    ) -> int | None:
+        """Write ``writes`` (key -> string) if the keys ``read`` (every key written and every
+        key checking them read) still hold what they held (``stored``), with their history;
+        ``None`` if one changed. With ``restart`` (a setting that needs one was saved, even
+        unchanged), the server is marked as needing a restart."""
+        namespace = kind.namespace(user_id)
+        changes = self.changes(kind, writes, stored, user_id)
+        entries: dict[str, dict[str, str]] = {namespace: dict(writes)} if writes else {}
+        if restart:
+            entries.setdefault(GLOBAL.namespace(None), {})["SERVER_RESTART_REQUIRED"] = "True"
+        expect = {namespace: {key: stored.get(key) for key in read}}
+        if not entries:
+            return 0
+        index = self.store.commit(
+            entries, expect=expect, log=self.history.log(changes, actor, source)
+        )
+        self.history.committed(index)
+        return index
+    def changes(
+        self, kind: Kind, writes: Mapping[str, str], stored: Mapping[str, str], user_id: int | None
+    ) -> list[Change]:
+        """What writing ``writes`` (key -> string) over ``stored`` changes, as the history
+        records it: values as served (defaults where nothing was stored, ``"***"`` for
+        protected settings)."""
+        changes = []
+        for key, text in writes.items():
+            definition = self._definitions[kind][key]
+            old = self._value(kind, definition, stored, user_id)
+            changed = old != text
+            if definition.protected:
+                old, text = "***", "***"
+            changes.append(Change(kind.name, key, user_id, old, text, changed))
+        return changes
 
     def validate(
         self, kind: Kind, key: str, value: Any, stored: Mapping[str, str], user_id: int | None = None
@@ -276,20 +449,19 @@ class SettingsService:
         return definition
 
     def _reads(
-        self, kind: Kind, definition: SettingDefinition, user_id: int | None, writing: bool
+        self, kind: Kind, definition: SettingDefinition, user_id: int | None
     ) -> dict[str, list[str]]:
         """What reading ``definition`` (its value and the settings its value depends on) or
-        checking a write of it (``writing``: only the latter) reads: ``{namespace: keys}``."""
-        keys = [*definition.related_keys] if writing else [definition.key, *definition.related_keys]
-        return {kind.namespace(user_id): keys} if keys else {}
+        checking a write of it reads: ``{namespace: keys}``."""
+        return {kind.namespace(user_id): [definition.key, *definition.related_keys]}
 
-    def _read(
-        self, kind: Kind, definition: SettingDefinition, user_id: int | None, writing: bool = False
-    ) -> dict:
-        reads = self._reads(kind, definition, user_id, writing)
+    def _read(self, kind: Kind, definition: SettingDefinition, user_id: int | None) -> dict:
+        reads = self._reads(kind, definition, user_id)
         return {k: v for ns, keys in reads.items() for k, v in self.store.get_many(ns, keys).items()}
 
     def _value(self, kind: Kind, definition: SettingDefinition, stored: Mapping, user_id) -> str:
+        if kind is GLOBAL and definition.key in self._pinned:
+            return self._pinned[definition.key]
         value = stored.get(definition.key)
         if value is not None:
             return value
@@ -324,13 +496,25 @@ class SettingsService:
             if definition is not _ORPHAN:
                 self._templates[kind][key] = template
         pk = user_id * PK_STRIDE + ordinal if kind.per_user else ordinal
-        value = stored.get(key)
-        if value is None:
-            value = self._value(kind, definition, stored, user_id)
+        value = stored[key] if definition is _ORPHAN else self._value(kind, definition, stored, user_id)
         slots = {"pk": str(pk), "value": encode_string(value), "user": str(user_id)}
         if definition.choices_from:
             slots["choices"] = compact(self._choices(kind, definition, stored, user_id))
         return Row(pk, key, definition.name, template.render(slots))
+
+    def _detail(self, kind: Kind, definition: SettingDefinition, stored: Mapping, user_id) -> Detail:
+        ordinal = self._ordinals_for(kind)[definition.key]
+        value = self._value(kind, definition, stored, user_id)
+        source = (
+            "override" if self.pinned(kind, definition.key)
+            else "stored" if definition.key in stored
+            else "default"
+        )
+        return Detail(
+            self._row(kind, definition, ordinal, stored, user_id),
+            self.etag(kind, definition.key, user_id, value),
+            source,
+        )
 
     def _fields(self, kind: Kind, definition: SettingDefinition, key: str) -> dict[str, Any]:
         """A served setting's fields in wire order (:data:`ROW_FIELDS`), slots where they

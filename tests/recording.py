@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 READS = ("get", "get_many", "get_all", "get_each")
-WRITES = ("set", "set_many", "delete", "compare_and_set", "incr")
+WRITES = ("set", "set_many", "commit", "delete", "delete_many", "compare_and_set", "incr")
 
 
 class Recorder:

@@ -25,7 +25,7 @@ from backends import (
     StorageUnavailable,
     store_from_url,
 )
-from backends.base import encode
+from backends.base import CHANGES, encode
 
 # --- the contract ---------------------------------------------------------------------------
 
@@ -114,6 +114,14 @@ def test_delete_reports_whether_the_entry_existed(store):
     assert store.delete("never-used", "doomed") is False
 
 
+def test_delete_many_reports_how_many_existed(store):
+    store.set_many({"global": {"a": 1, "b": 2, "c": 3}})
+    assert store.delete_many("global", ["a", "c", "missing"]) == 2
+    assert store.get_all("global") == {"b": 2}
+    assert store.delete_many("global", []) == 0
+    assert store.delete_many("never-used", ["a"]) == 0
+
+
 def test_compare_and_set(store):
     assert store.compare_and_set("global", "version", None, 1) is True  # absent -> written
     assert store.compare_and_set("global", "version", None, 2) is False  # present now
@@ -152,6 +160,91 @@ def test_set_many_writes_across_namespaces(store):
     assert store.get_all("user:1/settings") == {"theme": "dark", "kept": "new"}
     assert store.get_all("empty") == {}
     store.set_many({})
+
+
+def test_commit_writes_and_logs_with_increasing_change_indexes(store):
+    assert store.commit({"global": {"A": "1"}}, log=[("global/history", {"new": "1"})]) == 1
+    index = store.commit(
+        {"global": {"A": "2", "B": "x"}},
+        expect={"global": {"A": "1", "C": None}},
+        log=[("global/history", {"new": "2"}), ("user:3/history", {"new": "x"})],
+    )
+    assert index == 3
+    assert store.get_all("global") == {"A": "2", "B": "x"}
+    assert store.get_all("global/history") == {"000000000001": {"new": "1"}, "000000000002": {"new": "2"}}
+    assert store.get_all("user:3/history") == {"000000000003": {"new": "x"}}
+    assert store.get(COUNTERS, CHANGES) == 3
+    assert store.commit({"global": {"A": "3"}}) == 0  # nothing logged: no index taken
+    assert store.get(COUNTERS, CHANGES) == 3
+
+
+@pytest.mark.parametrize(
+    "expect",
+    [{"global": {"A": "other"}}, {"global": {"A": None}}, {"global": {"missing": "1"}}],
+    ids=["changed", "expected-absent", "expected-present"],
+)
+def test_commit_writes_nothing_when_an_expectation_fails(store, expect):
+    store.set("global", "A", "1")
+    assert store.commit(
+        {"global": {"A": "2"}}, expect=expect, log=[("global/history", {"new": "2"})]
+    ) is None
+    assert store.get_all("global") == {"A": "1"}
+    assert store.get_all("global/history") == {}
+    assert store.get(COUNTERS, CHANGES) is None
+    assert store.commit({}, expect={"global": {"A": "1"}}) == 0
+    assert store.commit({}, expect=expect) is None
+
+
+def test_commit_writes_nothing_when_a_value_cannot_be_stored(store):
+    with pytest.raises(TypeError):
+        store.commit({"global": {"A": "1"}}, log=[("global/history", {"bad": object()})])
+    assert store.get_all("global") == {} and store.get_all("global/history") == {}
+
+
+def test_commit_of_racing_threads_with_one_expectation_lets_exactly_one_win(store):
+    store.set("global", "A", "0")
+    barrier = threading.Barrier(8)
+
+    def attempt(n: int) -> int | None:
+        barrier.wait()
+        return store.commit(
+            {"global": {"A": f"w{n}"}}, expect={"global": {"A": "0"}},
+            log=[("global/history", {"by": n})],
+        )
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(attempt, range(8)))
+    winners = [n for n, result in enumerate(results) if result is not None]
+    assert len(winners) == 1
+    assert store.get("global", "A") == f"w{winners[0]}"
+    assert store.get_all("global/history") == {"000000000001": {"by": winners[0]}}
+
+
+def test_sqlite_commit_undoes_every_row_when_the_store_fails_partway(tmp_path):
+    """A trigger aborts the second row a commit inserts: the first row, the log entries and
+    the counter must not be left behind (one statement is one transaction)."""
+    import sqlite3
+
+    url = f"sqlite:///{tmp_path / 'abort.db'}"
+    store = store_from_url(url)
+    store.set("global", "A", "0")
+    with sqlite3.connect(tmp_path / "abort.db") as connection:
+        connection.execute(
+            "CREATE TRIGGER abort_second AFTER INSERT ON entries"
+            " WHEN (SELECT count(*) FROM entries WHERE key LIKE 'global' || char(31) || '%') >= 3"
+            " BEGIN SELECT RAISE(ABORT, 'disk on fire'); END"
+        )
+    with pytest.raises(StorageUnavailable, match="disk on fire"):
+        store.commit(
+            {"global": {"B": "1", "C": "2"}},
+            log=[("global/history", {"key": "B"}), ("global/history", {"key": "C"})],
+        )
+    with pytest.raises(StorageUnavailable, match="disk on fire"):
+        store.set_many({"global": {"B": "1", "C": "2"}})
+    assert store_from_url(url).get_all("global") == {"A": "0"}
+    assert store_from_url(url).get_all("global/history") == {}
+    assert store_from_url(url).get(COUNTERS, CHANGES) is None
+    store.close()
 
 
 def test_set_many_writes_nothing_when_a_value_cannot_be_stored(store):

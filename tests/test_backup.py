@@ -86,12 +86,12 @@ def test_round_trip_into_a_fresh_store(app, make_user, auth_headers, store):
     assert list(document["users"]) == ["alice", "bob", "carol"]
 
     calls = []
-    real_set_many = store.set_many
-    store.set_many = lambda entries: calls.append(entries) or real_set_many(entries)
+    real_commit = store.commit
+    store.commit = lambda entries, **options: calls.append(entries) or real_commit(entries, **options)
     plan = plan_import(store, REGISTRY, document)
     assert plan.without_password == ["alice", "bob", "carol"]
     apply_import(store, plan)
-    assert len(calls) == 1  # everything in one set_many
+    assert len(calls) == 1  # everything in one commit
 
     again = export_document(store, REGISTRY, quiet=True)
     assert without_time(again) == without_time(document)  # ids kept in a fresh store
@@ -284,6 +284,47 @@ def test_import_of_a_document_of_settings_only_into_existing_users(tmp_path):
     with pytest.raises(BackupError, match="unknown user 'erin'"):
         plan_import(store, REGISTRY, {**document, "user_settings": {"erin": {}}})
     store.close()
+
+
+def test_cli_import_records_history_and_refuses_to_change_pinned_settings(
+    tmp_path, capsys, monkeypatch
+):
+    backend = f"sqlite:///{tmp_path / 's.db'}"
+    store = store_from_url(backend)
+    from settings_server.users import UserDirectory
+
+    UserDirectory(store).create("dora", "pw")
+    store.close()
+    path = tmp_path / "doc.json"
+    path.write_text(json.dumps({
+        "format": "settings-server-export",
+        "version": 1,
+        "global": {"INVENTREE_INSTANCE": "Imported", "INVENTREE_COMPANY_NAME": "My company name"},
+        "user_settings": {"dora": {"LABEL_INLINE": "False"}},
+    }))
+    assert run(capsys, monkeypatch, backend, "import", "--quiet", str(path))[0] == 0
+    status, out, _ = run(capsys, monkeypatch, backend, "history")
+    assert status == 0
+    lines = out.splitlines()[1:]
+    assert len(lines) == 2  # the company name was the default already: no change, no entry
+    assert "user" in lines[0] and "LABEL_INLINE" in lines[0] and '"True" -> "False"' in lines[0]
+    assert "INVENTREE_INSTANCE" in lines[1] and '"InvenTree" -> "Imported"' in lines[1]
+    assert all("(cli)" in line and "import" in line for line in lines)
+    assert run(capsys, monkeypatch, backend, "history", "--kind", "global")[1].count("\n") == 2
+    status, out, _ = run(capsys, monkeypatch, backend, "history", "--key", "label_inline", "--limit", "1")
+    assert out.count("\n") == 2 and "LABEL_INLINE" in out
+
+    monkeypatch.setenv("SETTINGS_OVERRIDES", json.dumps({"INVENTREE_INSTANCE": "Pinned"}))
+    path.write_text(json.dumps({
+        "format": "settings-server-export", "version": 1,
+        "global": {"INVENTREE_INSTANCE": "Changed", "INVENTREE_COMPANY_NAME": "Co"},
+    }))
+    status, _, err = run(capsys, monkeypatch, backend, "import", "--quiet", str(path))
+    assert status == 1
+    assert "global.INVENTREE_INSTANCE: This setting is fixed by the server configuration." in err
+    assert store_from_url(backend).get_all("global") == {
+        "INVENTREE_INSTANCE": "Imported", "INVENTREE_COMPANY_NAME": "My company name"
+    }
 
 
 # --- migrate ----------------------------------------------------------------------------------

@@ -248,6 +248,22 @@ def test_cluster_set_many_within_one_group_is_one_transaction(cluster_url):
     store.close()
 
 
+def test_cluster_commit_is_atomic_per_group_with_store_wide_indexes(cluster_url):
+    store = store_from_url(_with_prefix(cluster_url))
+    assert store.commit(
+        {"global": {"A": "1"}, "user:5/user": {"B": "2"}},
+        log=[("global/history", {"key": "A"}), ("user:5/history", {"key": "B"})],
+    ) in (1, 2)
+    assert store.get_all("global/history") == {"000000000001": {"key": "A"}}
+    assert store.get_all("user:5/history") == {"000000000002": {"key": "B"}}
+    assert store.commit(
+        {"user:5/user": {"B": "3"}}, expect={"user:5/user": {"B": "1"}},
+        log=[("user:5/history", {"key": "B"})],
+    ) is None
+    assert store.get_all("user:5/user") == {"B": "2"}
+    store.close()
+
+
 @pytest.mark.parametrize("topology", ["sentinel", "cluster"])
 def test_the_api_runs_on_the_topology(request, topology):
     url = _with_prefix(request.getfixturevalue(f"{topology}_url"))

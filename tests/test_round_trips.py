@@ -64,11 +64,12 @@ def store_calls(app, monkeypatch):
     ],
 )
 def test_token_request_reads_the_store_once(client, make_user, auth_headers, store_calls, method, path, body):
-    """Token, user and settings come in one round trip; a write adds only itself."""
+    """Token, user and settings come in one round trip; a write adds only itself (one commit:
+    the value, its history entry and the check that nothing changed meanwhile)."""
     headers = auth_headers(make_user(staff=True))
     for _ in range(2):  # the first request learns the token's owner and allocates pks
         getattr(client, method)(path, headers=headers, json=body)
     store_calls.clear()
     response = getattr(client, method)(path, headers=headers, json=body)
     assert response.status_code == 200
-    assert store_calls == (["get_each"] if method == "get" else ["get_each", "set"])
+    assert store_calls == (["get_each"] if method == "get" else ["get_each", "commit"])

@@ -42,7 +42,7 @@ def init_app(app: Flask) -> None:
     api = Api(app)
     registry = app.extensions["settings_registry"]
 
-    from . import health, root, schemas, users
+    from . import changes, health, root, schemas, users
 
     for name, definitions in (
         ("global_key", registry.global_settings),
@@ -58,6 +58,8 @@ def init_app(app: Flask) -> None:
     api.register_blueprint(root.blp)
     api.register_blueprint(health.blp)
     api.register_blueprint(settings.blp)
+    api.register_blueprint(changes.blp)
+    api.spec.components.schema("HistoryEntry", schema=changes.HistoryEntry)
     api.register_blueprint(users.blp)
     app.extensions["settings_api"] = api
 
@@ -132,7 +134,7 @@ def _metadata():
 def add_allow_header(response) -> None:
     """``Allow`` on every routed settings response, in DRF's order."""
     rule = request.url_rule
-    if rule is not None and rule.endpoint.startswith("settings."):
+    if rule is not None and rule.endpoint.startswith(("settings.", "changes.")):
         response.headers["Allow"] = _allow(frozenset(rule.methods))
 
 

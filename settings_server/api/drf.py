@@ -215,9 +215,18 @@ class Blueprint(flask_smorest.Blueprint):
     }
     _LIMIT_OFFSET = LimitOffset()
 
-    def paginate(self, pager: type[RowPage] = RowPage, **_: Any) -> Callable:  # type: ignore[override]
+    def paginate(  # type: ignore[override]
+        self,
+        pager: type[RowPage] = RowPage,
+        *,
+        default_limit: int | None = None,
+        max_limit: int | None = None,
+        **_: Any,
+    ) -> Callable:
         """flask-smorest's post-pagination (the view returns every row, ``pager`` cuts the
-        page) with :class:`LimitOffset` arguments and the page in the body."""
+        page) with :class:`LimitOffset` arguments and the page in the body. With a
+        ``default_limit`` the list is always paged, as DRF's ``default_limit`` and
+        ``max_limit`` do (a larger limit is cut to ``max_limit``)."""
 
         def decorator(func: Callable[..., Sequence[Row]]) -> Callable[..., Response]:
             @functools.wraps(func)
@@ -226,6 +235,9 @@ class Blueprint(flask_smorest.Blueprint):
                     self._LIMIT_OFFSET, request, location="query"
                 )
                 rows = func(*args, **kwargs)
+                if default_limit is not None:
+                    limit = min(params.page_size or default_limit, max_limit or default_limit)
+                    params = LimitOffsetParameters(limit, params.offset)
                 if params.page_size is None:
                     return raw_json_response(json_array(rows))
                 return pager(rows, params).response()

@@ -188,11 +188,22 @@ def ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _error(description: str) -> dict[str, Any]:
+def error(description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": ref("ApiError")}}}
 
 
-AUTH_ERRORS = {"401": _error("Not authenticated"), "406": _error("Unacceptable Accept header")}
+AUTH_ERRORS = {"401": error("Not authenticated"), "406": error("Unacceptable Accept header")}
+
+
+#: Extension headers of the settings answers (change control).
+ETAG = {"ETag": {
+    "description": "Strong tag of what is served; send it as If-Match or If-None-Match",
+    "schema": {"type": "string"},
+}}
+SOURCE = {"X-Setting-Source": {
+    "description": "Where the value comes from", "schema": {"enum": ["default", "stored", "override"]},
+}}
+NOT_MODIFIED = {"304": {"description": "Unchanged since the If-None-Match tag (no body)"}}
 
 
 def list_responses(name: str) -> dict[str, Any]:
@@ -202,22 +213,31 @@ def list_responses(name: str) -> dict[str, Any]:
         "200": {
             "description": "A bare array without a positive `limit`, else one page",
             "content": {"application/json": {"schema": schema}},
+            "headers": ETAG,
         },
-        "400": _error("Invalid search expression"),
+        **NOT_MODIFIED,
+        "400": error("Invalid search expression"),
         **AUTH_ERRORS,
     }
 
 
 def detail_responses(name: str, write: bool = False) -> dict[str, Any]:
     responses = {
-        "200": {"description": name, "content": {"application/json": {"schema": ref(name)}}},
-        "404": _error("No such setting"),
+        "200": {
+            "description": name,
+            "content": {"application/json": {"schema": ref(name)}},
+            "headers": {**ETAG, **SOURCE},
+        },
+        "404": error("No such setting"),
         **AUTH_ERRORS,
     }
     if write:
-        responses["400"] = _error("Invalid value or body")
-        responses["403"] = _error("Permission denied or CSRF failure")
-        responses["415"] = _error("Unsupported body type")
+        responses["400"] = error("Invalid value or body, or a pinned setting")
+        responses["403"] = error("Permission denied or CSRF failure")
+        responses["412"] = error("If-Match no longer matches: nothing written")
+        responses["415"] = error("Unsupported body type")
+    else:
+        responses.update(NOT_MODIFIED)
     return responses
 
 

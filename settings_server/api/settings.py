@@ -14,14 +14,24 @@ import functools
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from flask import current_app, request
+from flask import Response, current_app, request
 from flask.views import MethodView
 from werkzeug.routing import BaseConverter
 
 from .. import auth
-from ..errors import not_found
+from ..errors import fail_detail, not_found
 from ..rendering import Row, raw_json_response
-from ..service import GLOBAL, MISSING, NOTIFICATION, USER, Kind, SettingNotFound, SettingsService
+from ..service import (
+    GLOBAL,
+    MISSING,
+    NOTIFICATION,
+    USER,
+    Detail,
+    Kind,
+    PreconditionFailed,
+    SettingNotFound,
+    SettingsService,
+)
 from . import schemas
 from .drf import BODY, Blueprint, RowPage
 
@@ -38,10 +48,40 @@ def service() -> SettingsService:
     return current_app.extensions["settings_service"]
 
 
+# -- conditional requests (extensions: ETag, If-None-Match, If-Match) ------------------------
+
+STALE = "The setting has changed since it was read: its ETag no longer matches If-Match."
+
+
+def unchanged(tag: str) -> Response | None:
+    """304 with no body when the request's ``If-None-Match`` names ``tag``."""
+    if request.if_none_match and request.if_none_match.contains_weak(tag):
+        response = Response(status=304)
+        response.set_etag(tag)
+        return response
+    return None
+
+
+def if_match() -> Any:
+    """What :meth:`SettingsService.update` asks whether an ETag is still the caller's, or
+    ``None`` without ``If-Match`` (``*`` always matches; weak tags never do)."""
+    if "If-Match" not in request.headers:
+        return None
+    tags = request.if_match
+    return lambda tag: tags.star_tag or tags.contains(tag)
+
+
+def detail_response(detail: Detail) -> Response:
+    response = raw_json_response(detail.row.json)
+    response.set_etag(detail.etag)
+    response.headers["X-Setting-Source"] = detail.source
+    return response
+
+
 # -- views ---------------------------------------------------------------------------------
 
 
-def _caller_first(view: Callable[..., Any]) -> Callable[..., Any]:
+def caller_first(view: Callable[..., Any]) -> Callable[..., Any]:
     """Run the view class's ``locate`` (authentication, permission, 404) before the
     arguments and body below are read, and pass the view what it found."""
 
@@ -76,12 +116,19 @@ def list_view(kind: Kind, class_name: str, summary: str) -> type[SettingsList]:
     """The list view of ``kind`` (OPTIONS answers ``class_name``); ``summary`` is its OpenAPI
     summary."""
 
-    @_caller_first
     @blp.arguments(schemas.ListQuery(), location="query")
     @blp.paginate(RowPage)
     @blp.doc(responses=schemas.list_responses(schemas.NAMES[kind.name]))
-    def get(self: SettingsList, select: schemas.RowSelection, user_id: int | None) -> list[Row]:
-        return select(service().list(kind, user_id))
+    def rows(self: SettingsList, select: schemas.RowSelection, listed: list[Row]) -> list[Row]:
+        return select(listed)
+
+    @caller_first
+    @functools.wraps(rows)
+    def get(self: SettingsList, user_id: int | None) -> Response:
+        listed = service().list(kind, user_id)
+        response = unchanged(listed.version) or rows(self, listed=listed)
+        response.set_etag(listed.version)
+        return response
 
     get.__doc__ = summary
     return type(class_name, (SettingsList,), {"kind": kind, "get": get})
@@ -113,7 +160,7 @@ class SettingDetail(MethodView):
         key = cls.planned_key(user_id, **path)
         if key is None:
             return {}
-        return service().planned_reads(cls.kind, key, user_id, writing=method in ("PUT", "PATCH"))
+        return service().planned_reads(cls.kind, key, user_id)
 
     @classmethod
     def planned_key(cls, user_id: int | None, key: str) -> str | None:
@@ -156,19 +203,26 @@ def detail_view(
     name = schemas.NAMES[kind.name]
     put_body, patch_body = schemas.SETTING_SCHEMAS[kind.name]
 
-    @_caller_first
+    @caller_first
     @blp.doc(responses=schemas.detail_responses(name))
     def get(self: SettingDetail, key: str, user_id: int | None):
-        return raw_json_response(service().get(kind, key, user_id).json)
+        detail = service().get(kind, key, user_id)
+        return unchanged(detail.etag) or detail_response(detail)
 
     def write(body: Any, body_name: str) -> Callable[..., Any]:
-        @_caller_first
+        @caller_first
         @blp.arguments(body, location=BODY, required=False)
         @blp.doc(requestBody=schemas.body(body_name),
                  responses=schemas.detail_responses(name, write=True))
         def method(self: SettingDetail, loaded: dict[str, Any], key: str, user_id: int | None):
             value = loaded.get("value", MISSING)
-            return raw_json_response(service().update(kind, key, value, user_id).json)
+            try:
+                detail = service().update(
+                    kind, key, value, user_id, actor=auth.current_user(), if_match=if_match()
+                )
+            except PreconditionFailed:
+                fail_detail(412, STALE)
+            return detail_response(detail)
 
         return method
 

@@ -1,0 +1,248 @@
+"""The history of changes: one entry per change of a stored setting, kept beside the value.
+
+An entry is written by the same :meth:`~backends.KeyValueStore.commit` as the value it records,
+so neither is ever found without the other. Its ``id`` is the store's change index at that
+write: store-wide, increasing, never reused. Global entries are kept in ``global/history``,
+per-user ones in ``user:{id}/history``, each under :func:`~backends.base.log_key` of its id.
+
+Retention is by setting: readers see the newest ``limit`` entries of each setting (whatever
+older ones are still stored), and :meth:`History.trim` now and then deletes the rest, noting
+the highest id it dropped so that a reader after an index can tell that something is missing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from backends import COUNTERS, KeyValueStore, StorageError
+from backends.base import CHANGES, log_key
+
+LOGGER = logging.getLogger("settings_server.history")
+
+SOURCES = ("api", "bulk", "import", "restore")
+#: An entry's fields, in the order they are served.
+FIELDS = ("id", "kind", "key", "user", "old", "new", "actor", "actor_name", "source", "timestamp")
+#: The counter that holds the highest id :meth:`History.trim` has deleted.
+TRIMMED = "history_trimmed"
+#: The history is trimmed after every this many of the store's changes (so at most about this
+#: many entries beyond the retained ones are stored).
+TRIM_EVERY = 1024
+
+
+class Viewer(Protocol):
+    id: int
+    is_superuser: bool
+
+
+def timestamp(moment: datetime | None = None) -> str:
+    """ISO 8601 UTC with milliseconds and ``Z``: ``2026-12-02T03:04:05.678Z``."""
+    moment = (moment or datetime.now(UTC)).astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def parse_timestamp(text: str) -> datetime:
+    """An ISO 8601 moment (``Z`` or an offset; no offset is UTC); ``ValueError`` otherwise."""
+    moment = datetime.fromisoformat(text.strip().replace("z", "Z"))
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def namespace(per_user: bool, user_id: int | None) -> str:
+    """Where the entries of a setting (of ``user_id`` when ``per_user``) are kept."""
+    return f"user:{user_id}/history" if per_user else "global/history"
+
+
+@dataclass(frozen=True)
+class Change:
+    """What one write of a setting does: ``old`` and ``new`` as served (``"***"`` for
+    protected settings, so ``changed`` says whether the value did)."""
+
+    kind: str
+    key: str
+    user: int | None
+    old: str
+    new: str
+    changed: bool
+
+
+class History:
+    """Builds the entries a write logs, and reads them back as a viewer may see them."""
+
+    def __init__(self, store: KeyValueStore, limit: int) -> None:
+        """``limit``: entries kept per setting; 0 turns history off (nothing is logged)."""
+        self.store = store
+        self.limit = limit
+
+    @property
+    def enabled(self) -> bool:
+        return self.limit > 0
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def log(
+        self, changes: Iterable[Change], actor: Any | None, source: str
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """The ``log`` argument of a :meth:`~backends.KeyValueStore.commit` recording
+        ``changes`` by ``actor`` (a user, or ``None`` for the command line): empty when
+        history is off; a change whose value stays the same logs nothing."""
+        if not self.enabled:
+            return []
+        when = timestamp()
+        return [
+            (
+                namespace(change.user is not None, change.user),
+                {
+                    "kind": change.kind,
+                    "key": change.key,
+                    "user": change.user,
+                    "old": change.old,
+                    "new": change.new,
+                    "actor": None if actor is None else actor.id,
+                    "actor_name": None if actor is None else actor.username,
+                    "source": source,
+                    "timestamp": when,
+                },
+            )
+            for change in changes
+            if change.changed
+        ]
+
+    def committed(self, index: int | None) -> None:
+        """Called after each commit with its result: trims now and then (never fails the
+        write that triggered it)."""
+        if not index or index % TRIM_EVERY:
+            return
+        try:
+            self.trim()
+        except StorageError:
+            LOGGER.warning("trimming the history failed; the next trim will try again", exc_info=True)
+
+    def trim(self) -> int:
+        """Delete every stored entry beyond the newest ``limit`` of its setting; returns how
+        many. Safe to run anywhere at any time: it deletes only what readers no longer see."""
+        dropped = 0
+        highest = 0
+        for name in self._all_namespaces():
+            _kept, gone = _retained(_entries(self.store.get_all(name)), self.limit)
+            if gone:
+                dropped += self.store.delete_many(name, [log_key(entry["id"]) for entry in gone])
+                highest = max(highest, *(entry["id"] for entry in gone))
+        if highest:
+            while True:
+                current = self.store.get(COUNTERS, TRIMMED)
+                if current is not None and current >= highest:
+                    break
+                if self.store.compare_and_set(COUNTERS, TRIMMED, current, highest):
+                    break
+        return dropped
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def index(self) -> int:
+        """The store's newest change index (0 before the first change)."""
+        return self.store.get(COUNTERS, CHANGES) or 0
+
+    def entries(
+        self,
+        viewer: Viewer,
+        *,
+        kind: str | None = None,
+        key: str | None = None,
+        since: datetime | None = None,
+        user: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """What ``viewer`` may see, newest first: global entries and their own per-user ones,
+        or with ``user`` (superusers; others only their own id) that user's per-user ones."""
+        kept, _gone = self._visible(viewer, user)
+        after = None if since is None else timestamp(since)
+        return [
+            entry
+            for entry in reversed(kept)
+            if _matches(entry, kind, key) and (after is None or entry["timestamp"] > after)
+        ]
+
+    def after(
+        self, index: int, viewer: Viewer, *, kind: str | None = None, key: str | None = None
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """The visible entries with an id above ``index``, oldest first, and whether they are
+        complete: ``False`` when retention has dropped an entry above ``index``."""
+        kept, gone = self._visible(viewer, None)
+        trimmed = self.store.get(COUNTERS, TRIMMED) or 0
+        complete = trimmed <= index and not any(entry["id"] > index for entry in gone)
+        return [e for e in kept if e["id"] > index and _matches(e, kind, key)], complete
+
+    def get(self, entry_id: int, viewer: Viewer) -> dict[str, Any] | None:
+        """One entry by id, if ``viewer`` may see it and it is retained."""
+        for name in self._namespaces(viewer, None):
+            found = self.store.get(name, log_key(entry_id))
+            if found is not None:
+                entry = {"id": entry_id, **found}
+                kept, _gone = self._visible(viewer, None)
+                return entry if any(e["id"] == entry_id for e in kept) else None
+        return None
+
+    def everything(self, *, kind: str | None = None, key: str | None = None) -> list[dict[str, Any]]:
+        """Every retained entry of every user, newest first (for the command line)."""
+        names = self._all_namespaces()
+        found = self.store.get_each({name: None for name in names})
+        entries = sorted((e for name in names for e in _entries(found[name])), key=lambda e: e["id"])
+        kept, _gone = _retained(entries, self.limit)
+        return [entry for entry in reversed(kept) if _matches(entry, kind, key)]
+
+    def _all_namespaces(self) -> list[str]:
+        return sorted(
+            name for name in self.store.namespaces()
+            if name == "global/history" or (name.startswith("user:") and name.endswith("/history"))
+        )
+
+    def _namespaces(self, viewer: Viewer, user: int | None) -> list[str]:
+        if user is not None:
+            return [namespace(True, user)]
+        return [namespace(False, None), namespace(True, viewer.id)]
+
+    def _visible(
+        self, viewer: Viewer, user: int | None
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        names = self._namespaces(viewer, user)
+        found = self.store.get_each({name: None for name in names})
+        entries = sorted(
+            (entry for name in names for entry in _entries(found[name])), key=lambda e: e["id"]
+        )
+        return _retained(entries, self.limit)
+
+
+def served(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """An entry with its fields in the order they are served (:data:`FIELDS`); entries are
+    handed around in any order, and put in this one only when they are rendered."""
+    return {name: entry.get(name) for name in FIELDS}
+
+
+def _entries(stored: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The entries of a history namespace (kept without their ids, which are their keys),
+    oldest first."""
+    return [{"id": int(key), **stored[key]} for key in sorted(stored) if key.isdigit()]
+
+
+def _retained(
+    entries: list[dict[str, Any]], limit: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """``entries`` (oldest first) split into the newest ``limit`` of each setting and the
+    rest."""
+    counts: dict[tuple[Any, ...], int] = {}
+    kept, gone = [], []
+    for entry in reversed(entries):
+        setting = (entry["kind"], entry["user"], entry["key"])
+        counts[setting] = counts.get(setting, 0) + 1
+        (kept if counts[setting] <= limit else gone).append(entry)
+    kept.reverse()
+    gone.reverse()
+    return kept, gone
+
+
+def _matches(entry: Mapping[str, Any], kind: str | None, key: str | None) -> bool:
+    return (kind is None or entry["kind"] == kind) and (
+        key is None or entry["key"] == key.upper()
+    )
