@@ -70,12 +70,22 @@ class Request:
             data=endpoint.body, environ_base={"REMOTE_ADDR": "127.0.0.1"},
         )  # fmt: skip
         self.endpoint = endpoint
-        self.body = (endpoint.body or "").encode()
+        self.bodies = [(endpoint.body or "").encode()]
+        other = getattr(endpoint, "other_body", None)  # a write alternating between two values
+        if other is not None:
+            self.bodies.append(other.encode())
+        self.sent = 0
         self.template = builder.get_environ()
 
     def environ(self) -> dict[str, Any]:
+        """The next request's environ (as ``bench/request.lua``: a write with another body
+        sends it every other time)."""
+        body = self.bodies[self.sent % len(self.bodies)]
+        self.sent += 1
         environ = self.template.copy()
-        environ["wsgi.input"] = io.BytesIO(self.body)
+        environ["wsgi.input"] = io.BytesIO(body)
+        if body:
+            environ["CONTENT_LENGTH"] = str(len(body))
         return environ
 
 
