@@ -201,12 +201,17 @@ class RedisStore(ReadsThroughGetEach, KeyValueStore):
         connection back. Cheaper than redis-py's pipeline, and the answer may be read later
         (see :meth:`defer_writes`). Any failure closes the connection, so that a late reply is
         never read as another's."""
+        return self._send([("MULTI",), *commands, ("EXEC",)], transaction=True)
+
+    def _send(
+        self, commands: list[tuple[Any, ...]], *, transaction: bool = False
+    ) -> Callable[[], list[Any]]:
+        """Send ``commands`` at once, as :meth:`_send_transaction`; what reads their answers
+        (a transaction's: ``EXEC``'s, the commands' own results)."""
         pool = self._redis.connection_pool
         connection = pool.get_connection()
         try:
-            connection.send_packed_command(
-                connection.pack_commands([("MULTI",), *commands, ("EXEC",)])
-            )
+            connection.send_packed_command(connection.pack_commands(commands))
         except BaseException:
             connection.disconnect()
             pool.release(connection)
@@ -214,12 +219,14 @@ class RedisStore(ReadsThroughGetEach, KeyValueStore):
 
         def receive() -> list[Any]:
             try:
-                replies = [connection.read_response() for _ in range(len(commands) + 2)]
+                replies = [connection.read_response() for _ in commands]
             except BaseException:
                 connection.disconnect()
                 raise
             finally:
                 pool.release(connection)
+            if not transaction:
+                return replies
             results = replies[-1]
             if results is None:
                 raise redis.ResponseError("EXEC was aborted")
@@ -310,12 +317,13 @@ class RedisStore(ReadsThroughGetEach, KeyValueStore):
         return send
 
     def _announce(self, pipe: Any, namespaces: list[str]) -> None:
-        """Add the announcements of ``namespaces`` to a transaction."""
-        for namespace in namespaces:
-            pipe.publish(self._channel, self._announcement(namespace))
+        """Add the announcement of ``namespaces`` to a transaction."""
+        pipe.publish(self._channel, self._announcement(*namespaces))
 
-    def _announcement(self, namespace: str) -> str:
-        return f"{self._writer}.{os.getpid()}|{namespace}"
+    def _announcement(self, *namespaces: str) -> str:
+        """One message naming every namespace a write changed: ``writer.pid|ns|ns...``
+        (namespaces never contain ``|``)."""
+        return "|".join((f"{self._writer}.{os.getpid()}", *namespaces))
 
     def _key(self, namespace: str) -> str:
         group, rest = _group_and_rest(namespace)
@@ -474,8 +482,16 @@ class RedisStore(ReadsThroughGetEach, KeyValueStore):
             return made
 
         def send() -> Callable[[], list[Any]]:
+            """EVALSHA sent raw (redis-py's call of a script costs more than the round trip
+            on a local Redis); a server that lost its scripts is given it again."""
             script = self._redis and self._commit  # the client registers the scripts
-            results = [script(keys=keys, args=args)]
+            command = ("EVALSHA", script.sha, len(keys), *keys, *args)
+            receive = self._send([command])
+            try:
+                results = receive()
+            except redis.exceptions.NoScriptError:
+                self._redis.script_load(_COMMIT)
+                results = self._send([command])()
             return lambda: results
 
         results = self._write(announced, send, changes)
@@ -486,8 +502,8 @@ class RedisStore(ReadsThroughGetEach, KeyValueStore):
         return int(results[0])
 
     def _announcements(self, namespaces: list[str]) -> list[str]:
-        """The channel and messages a script publishes to announce ``namespaces``."""
-        return [self._channel, *map(self._announcement, namespaces)]
+        """The channel and message a script publishes to announce ``namespaces``."""
+        return [self._channel, self._announcement(*namespaces)]
 
     def delete(self, namespace: str, key: str) -> bool:
         with self._errors():

@@ -1,7 +1,7 @@
 """Per-process copies of Redis namespaces, dropped when any process writes them (opt-in).
 
-Every write through :class:`~backends.redis.RedisStore` publishes the namespace it changed on
-the store's invalidation channel, inside the same transaction as the write. A process that
+Every write through :class:`~backends.redis.RedisStore` publishes the namespaces it changed on
+the store's invalidation channel (one message, ``writer.pid|namespace|namespace...``), inside the same transaction as the write. A process that
 caches keeps one subscriber connection of its own and, before every read, takes the messages
 that have arrived since the last read and drops those namespaces. Redis writes the message to
 every subscriber's connection in the same step as it answers the write (microseconds apart), so
@@ -176,9 +176,9 @@ class NamespaceCache:
         if isinstance(message, list) and message:
             kind = str(message[0]).lower()
             if kind == "message":
-                writer, _, namespace = str(message[2]).partition("|")
+                writer, *namespaces = str(message[2]).split("|")
                 if writer != f"{self._writer}.{self._pid}":
-                    self._copies.drop([namespace])
+                    self._copies.drop(namespaces)
             return kind == "pong"
         return str(message).lower() == "pong"
 

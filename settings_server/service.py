@@ -13,9 +13,11 @@ registry growth.
 from __future__ import annotations
 
 import hashlib
+import random
 import threading
+import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,8 +36,21 @@ PK_STRIDE = 10_000  # room for this many keys per kind; ordinals beyond it are r
 MISSING = object()  # a write body without a ``value``
 PINNED = "This setting is fixed by the server configuration."
 UNKNOWN = "No such setting."
-#: Attempts of a write whose reads another writer changed before it could commit.
+DUPLICATE = "This setting is given more than once (keys are case-insensitive)."
+#: Attempts of a write whose reads another writer changed before it could commit, and the
+#: longest pause (seconds) before the first retry, doubled for each next one (with jitter).
 WRITE_ATTEMPTS = 10
+RETRY_PAUSE = 0.001
+
+
+def _attempts(what: str) -> Iterator[int]:
+    """The attempts of an optimistic write, with a growing random pause between them (so that
+    writers racing for the same keys fall out of step); 503 when they run out."""
+    for attempt in range(WRITE_ATTEMPTS):
+        if attempt:
+            time.sleep(random.uniform(0, RETRY_PAUSE * 2 ** (attempt - 1)))
+        yield attempt
+    raise StorageUnavailable(f"{what} kept changing while it was written")
 
 
 class SettingNotFound(LookupError):
@@ -222,12 +237,9 @@ class SettingsService:
             if key in ordinals and not key.startswith("_"):
                 rows.append(self._row(kind, _ORPHAN, ordinals[key], stored, user_id, key=key))
         rows.sort(key=lambda row: row.pk)
-        # The rows are rendered from the registry (fixed for the life of the process), the
-        # pinned values and the stored ones: their ETag.
-        rows.version = self._tag(
-            f"{kind.name}\x1f{user_id}\x1f{self._currency_override}"
-            f"\x1f{sorted(self._pinned.items())}\x1f{sorted(stored.items())}"
-        )
+        # The ETag of what is served: a tag of the stored values would change when the first
+        # read fixes a generated default (INVENTREE_INSTANCE_ID), the rows staying the same.
+        rows.version = self._tag(f"{kind.name}\x1f{user_id}\x1f" + "\x1e".join(r.json for r in rows))
         self._last_list[kind] = (user_id, stored, rows)
         return rows
 
@@ -236,10 +248,13 @@ class SettingsService:
         definition = self._definition(kind, key)
         return self._detail(kind, definition, self._read(kind, definition, user_id), user_id)
 
-    def etag(self, kind: Kind, key: str, user_id: int | None, value: str) -> str:
-        """The strong ETag (unquoted) of a setting whose value (unmasked) is ``value``: equal
-        exactly when the value is."""
-        return self._tag(f"{kind.name}\x1f{key}\x1f{user_id}\x1f{value}")
+    def _etag(self, kind: Kind, definition: SettingDefinition, stored: Mapping, user_id) -> str:
+        """The strong ETag (unquoted) of a setting: changes exactly when what its detail
+        serves does: its value (unmasked, so a protected one counts too) and, for choices
+        computed from other settings, those choices."""
+        choices = compact(self._choices(kind, definition, stored, user_id)) if definition.choices_from else ""
+        value = self._value(kind, definition, stored, user_id)
+        return self._tag(f"{kind.name}\x1f{definition.key}\x1f{user_id}\x1f{value}\x1f{choices}")
 
     def _tag(self, text: str) -> str:
         if self._etag_key is None:
@@ -320,12 +335,10 @@ class SettingsService:
         definition = self._definition(kind, key)
         if self.pinned(kind, key):
             raise ValidationError({"value": [PINNED]})
-        for _attempt in range(WRITE_ATTEMPTS):
+        for _attempt in _attempts(definition.key):
             stored = self._read(kind, definition, user_id)
-            if if_match is not None:
-                current = self._value(kind, definition, stored, user_id)
-                if not if_match(self.etag(kind, definition.key, user_id, current)):
-                    raise PreconditionFailed(key)
+            if if_match is not None and not if_match(self._etag(kind, definition, stored, user_id)):
+                raise PreconditionFailed(key)
             if value is MISSING:
                 writes = {}
             else:
@@ -334,7 +347,7 @@ class SettingsService:
             restart = definition.requires_restart
             if self._commit(kind, writes, stored, read, user_id, actor, source, restart) is not None:
                 return self._detail(kind, definition, {**stored, **writes}, user_id)
-        raise StorageUnavailable(f"{definition.key} kept changing while it was written")
+        raise AssertionError("unreachable: _attempts raises when they run out")
 
     def update_many(
         self, kind: Kind, values: Mapping[str, Any], user_id: int | None = None, *, actor: Any
@@ -348,6 +361,8 @@ class SettingsService:
             definition = self._definitions[kind].get(str(key).upper())
             if definition is None:
                 errors[key] = [UNKNOWN]
+            elif definition in definitions.values():
+                errors[key] = [DUPLICATE]
             elif self.pinned(kind, key):
                 errors[key] = [PINNED]
             else:
@@ -355,7 +370,7 @@ class SettingsService:
         reads = {
             k for d in definitions.values() for k in (d.key, *d.related_keys)
         }
-        for _attempt in range(WRITE_ATTEMPTS):
+        for _attempt in _attempts("the settings"):
             stored = self.store.get_many(kind.namespace(user_id), sorted(reads))
             pending, writes = dict(stored), {}
             for key, value in values.items():
@@ -372,7 +387,7 @@ class SettingsService:
             restart = any(d.requires_restart for d in definitions.values())
             if self._commit(kind, writes, stored, reads, user_id, actor, "bulk", restart) is not None:
                 return [self._detail(kind, definitions[key], pending, user_id) for key in values]
-        raise StorageUnavailable("the settings kept changing while they were written")
+        raise AssertionError("unreachable: _attempts raises when they run out")
 
     def _commit(
         self,
@@ -504,7 +519,6 @@ class SettingsService:
 
     def _detail(self, kind: Kind, definition: SettingDefinition, stored: Mapping, user_id) -> Detail:
         ordinal = self._ordinals_for(kind)[definition.key]
-        value = self._value(kind, definition, stored, user_id)
         source = (
             "override" if self.pinned(kind, definition.key)
             else "stored" if definition.key in stored
@@ -512,7 +526,7 @@ class SettingsService:
         )
         return Detail(
             self._row(kind, definition, ordinal, stored, user_id),
-            self.etag(kind, definition.key, user_id, value),
+            self._etag(kind, definition, stored, user_id),
             source,
         )
 

@@ -45,6 +45,11 @@ def test_every_write_drops_the_copies_of_other_processes(stores, writer_index):
          lambda n: reader.get_many("users", ["2"]) == {"2": n}),
         (lambda n: writer.delete("global", "K"), lambda n: reader.get("global", "K") is None),
         (lambda n: writer.incr("ids"), lambda n: reader.get_all("counters")["ids"] >= 1),
+        (lambda n: writer.commit({"users": {"1": f"c{n}"}, "global": {"L": f"c{n}"}},
+                                 log=[("global", {"n": n})]),
+         lambda n: reader.get_all("global")["L"] == f"c{n}" and reader.get("users", "1") == f"c{n}"
+         and reader.get_all("counters")["changes"] == n + 1),
+        (lambda n: writer.delete_many("global", ["L"]), lambda n: "L" not in reader.get_all("global")),
     ]
     for n in range(20):
         for write, seen in writes:

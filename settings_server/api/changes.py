@@ -21,6 +21,7 @@ from marshmallow import (
     Schema,
     ValidationError,
     fields,
+    post_load,
     validate,
     validates_schema,
 )
@@ -130,6 +131,12 @@ class BulkWrite(Schema):
             raise ValidationError(
                 {"non_field_errors": [f"Send an object of 1 to {MAX_BULK} settings."]}
             )
+
+    @post_load(pass_original=True)
+    def in_request_order(self, data: dict[str, Any], original: Any, **_: Any) -> dict[str, Any]:
+        """The settings in the order the request sent them (marshmallow collects unknown
+        fields through a set): the answer's rows follow it."""
+        return {key: data[key] for key in original if key in data}
 
 
 @blp.route("/history/")
