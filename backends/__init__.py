@@ -7,7 +7,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .base import (
+    CHANGES,
     COUNTERS,
+    ChangeWatch,
     ConfigurationError,
     DefersWrites,
     KeyValueStore,
@@ -61,7 +63,9 @@ def store_from_url(url: str, **options: Any) -> KeyValueStore:
 
 __all__ = [
     "ACCEPTED_FORMS",
+    "CHANGES",
     "COUNTERS",
+    "ChangeWatch",
     "ConfigurationError",
     "DefersWrites",
     "KeyValueStore",

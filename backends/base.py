@@ -26,6 +26,7 @@ Promises every backend keeps:
 from __future__ import annotations
 
 import json
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -33,6 +34,8 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 COUNTERS = "counters"
 #: The counter of :meth:`KeyValueStore.commit`'s log entries: the store's *change index*.
 CHANGES = "changes"
+#: Seconds between two reads of the change counter by the default :class:`ChangeWatch`.
+POLL_INTERVAL = 0.25
 
 
 def log_key(index: int) -> str:
@@ -183,6 +186,18 @@ class KeyValueStore(ABC):
         Counters are entries of the :data:`COUNTERS` namespace.
         """
 
+    def change_watch(self) -> ChangeWatch:
+        """A new :class:`ChangeWatch` on this store: how one process waits for the change index
+        (counter :data:`CHANGES`) to move, whichever process or machine moved it.
+
+        The default reads the counter every :data:`POLL_INTERVAL` seconds; backends override it
+        with a cheaper signal (a subscription, a file's change counter, a condition). A process
+        keeps one and shares it between all of its waiting clients; it holds at most one
+        connection of its own. Must not connect: the first :meth:`ChangeWatch.next_index`
+        does.
+        """
+        return PollingChangeWatch(self)
+
     @abstractmethod
     def namespaces(self) -> Iterator[str]:
         """Every namespace that holds at least one entry (for backup and migration; may scan)."""
@@ -195,6 +210,42 @@ class KeyValueStore(ABC):
     def close(self) -> None:
         """Release connections and threads. The store may not be used afterwards."""
 
+
+
+class ChangeWatch:
+    """Waits for the change index of a store to move (see :meth:`KeyValueStore.change_watch`).
+
+    Used from one thread at a time (one per process: the server's change feed), which then
+    wakes everybody waiting in that process.
+    """
+
+    def next_index(self, after: int, timeout: float) -> int:
+        """The change index (counter :data:`CHANGES`, 0 when absent) as soon as it is
+        above ``after``, or as it is when ``timeout`` seconds have passed, read from the store
+        itself (never from a copy a process keeps). Raises :class:`StorageUnavailable` when the
+        store cannot be read or watched; the next call tries again."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the watch's connection, if any. The watch may not be used afterwards."""
+
+
+class PollingChangeWatch(ChangeWatch):
+    """The default: the counter read every ``interval`` seconds through the store's own
+    ``get``."""
+
+    def __init__(self, store: KeyValueStore, interval: float = POLL_INTERVAL) -> None:
+        self.store = store
+        self.interval = interval
+
+    def next_index(self, after: int, timeout: float) -> int:
+        deadline = time.monotonic() + timeout
+        while True:
+            index = int(self.store.get(COUNTERS, CHANGES) or 0)
+            remaining = deadline - time.monotonic()
+            if index > after or remaining <= 0:
+                return index
+            time.sleep(min(self.interval, remaining))
 
 
 @runtime_checkable

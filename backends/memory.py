@@ -7,12 +7,14 @@ different data. The server refuses to start it under more than one worker.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 from .base import (
     CHANGES,
     COUNTERS,
+    ChangeWatch,
     ConfigurationError,
     KeyValueStore,
     decode,
@@ -30,6 +32,7 @@ class MemoryStore(KeyValueStore):
     def __init__(self) -> None:
         self._data: dict[str, dict[str, str]] = {}
         self._lock = threading.RLock()
+        self._change_counter_moved = threading.Condition(self._lock)
 
     @classmethod
     def from_url(cls, url: str, *, timeout: float | str | None = None) -> MemoryStore:
@@ -86,6 +89,7 @@ class MemoryStore(KeyValueStore):
                 index += 1
                 self._data.setdefault(namespace, {})[log_key(index)] = text
             counters[CHANGES] = encode(index)
+            self._change_counter_moved.notify_all()
             return index
 
     def delete(self, namespace: str, key: str) -> bool:
@@ -106,7 +110,16 @@ class MemoryStore(KeyValueStore):
             counters = self._data.setdefault(COUNTERS, {})
             result = decode(counters.get(counter, "0")) + amount
             counters[counter] = encode(result)
+            if counter == CHANGES:
+                self._change_counter_moved.notify_all()
             return result
+
+    def change_watch(self) -> ChangeWatch:
+        """Wakes on a condition every move of the change counter notifies."""
+        return _ConditionWatch(self)
+
+    def _change_index(self) -> int:
+        return decode(self._data.get(COUNTERS, {}).get(CHANGES, "0"))
 
     def namespaces(self) -> Iterator[str]:
         with self._lock:
@@ -119,3 +132,18 @@ class MemoryStore(KeyValueStore):
     def close(self) -> None:
         with self._lock:
             self._data.clear()
+
+
+class _ConditionWatch(ChangeWatch):
+    def __init__(self, store: MemoryStore) -> None:
+        self._store = store
+
+    def next_index(self, after: int, timeout: float) -> int:
+        deadline = time.monotonic() + timeout
+        with self._store._lock:
+            while True:
+                index = self._store._change_index()
+                remaining = deadline - time.monotonic()
+                if index > after or remaining <= 0:
+                    return index
+                self._store._change_counter_moved.wait(remaining)

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from typing import Any
 
-from .base import COUNTERS, KeyValueStore
+from .base import COUNTERS, ChangeWatch, KeyValueStore
 
 
 class _Read:
@@ -134,6 +134,9 @@ class ReadAheadStore(KeyValueStore):
 
     def namespaces(self) -> Iterator[str]:
         return self.store.namespaces()
+
+    def change_watch(self) -> ChangeWatch:
+        return self.store.change_watch()
 
     def ping(self) -> None:
         self.store.ping()

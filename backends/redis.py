@@ -38,10 +38,12 @@ from __future__ import annotations
 import os
 import secrets
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+import hiredis
 import redis
 from redis.crc import key_slot
 from redis.exceptions import RedisClusterException
@@ -49,8 +51,10 @@ from redis.exceptions import RedisClusterException
 from .base import (
     CHANGES,
     COUNTERS,
+    ChangeWatch,
     ConfigurationError,
     KeyValueStore,
+    PollingChangeWatch,
     ReadsThroughGetEach,
     StorageUnavailable,
     decode,
@@ -58,7 +62,7 @@ from .base import (
     encode,
     log_key,
 )
-from .rediscache import DELETED, NamespaceCache
+from .rediscache import DELETED, NamespaceCache, Subscription
 from .redisurl import ACCEPTED_FORMS, CLUSTER, SCHEMES, RedisTarget, connector, parse_url
 
 # KEYS[1]: hash, ARGV: field, expected encoding, new encoding.
@@ -482,16 +486,7 @@ class RedisStore(ReadsThroughGetEach, KeyValueStore):
             return made
 
         def send() -> Callable[[], list[Any]]:
-            """EVALSHA sent raw (redis-py's call of a script costs more than the round trip
-            on a local Redis); a server that lost its scripts is given it again."""
-            script = self._redis and self._commit  # the client registers the scripts
-            command = ("EVALSHA", script.sha, len(keys), *keys, *args)
-            receive = self._send([command])
-            try:
-                results = receive()
-            except redis.exceptions.NoScriptError:
-                self._redis.script_load(_COMMIT)
-                results = self._send([command])()
+            results = [self._run_commit(keys, args)]
             return lambda: results
 
         results = self._write(announced, send, changes)
@@ -500,6 +495,18 @@ class RedisStore(ReadsThroughGetEach, KeyValueStore):
                 self._cache.drop(list(wanted))
             return None
         return int(results[0])
+
+    def _run_commit(self, keys: list[str], args: list[str]) -> Any:
+        """The commit script's answer. EVALSHA is sent raw (redis-py's call of a script costs
+        more than the round trip on a local Redis); a server that lost its scripts is given
+        it again."""
+        script = self._redis and self._commit  # the client registers the scripts
+        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
+        try:
+            return self._send([command])()[0]
+        except redis.exceptions.NoScriptError:
+            self._redis.script_load(_COMMIT)
+            return self._send([command])()[0]
 
     def _announcements(self, namespaces: list[str]) -> list[str]:
         """The channel and message a script publishes to announce ``namespaces``."""
@@ -554,6 +561,19 @@ class RedisStore(ReadsThroughGetEach, KeyValueStore):
             )
         return int(results[0])
 
+    def change_watch(self) -> ChangeWatch:
+        """A subscription to the invalidation channel (a connection of its own): every write
+        that moves the change counter announces :data:`~backends.base.COUNTERS` in the same
+        transaction, and the counter is read (from Redis, never from the cache) when one
+        arrives, or when ``timeout`` passes. After :data:`WATCH_SILENCE` seconds without a
+        message the subscription is pinged; one that does not answer within the store's
+        timeout is dropped and made again."""
+        return _SubscriptionWatch(self)
+
+    def _read_change_counter(self) -> int:
+        with self._errors():
+            return int(self._redis.hget(self._key(COUNTERS), CHANGES) or 0)
+
     def namespaces(self) -> Iterator[str]:
         pattern = "".join("\\" + c if c in "*?[]\\" else c for c in self.prefix) + "*"
         with self._errors():
@@ -582,6 +602,71 @@ class RedisStore(ReadsThroughGetEach, KeyValueStore):
             sentinel.close()
 
 
+WATCH_SILENCE = 5.0  # seconds without a message after which a change watch pings
+
+
+def _announces(message: Any, namespace: str) -> bool:
+    """Whether a message of the invalidation channel (``writer.pid|namespace|...``) announces
+    a write of ``namespace``."""
+    if not isinstance(message, list) or str(message[0]).lower() != "message":
+        return False
+    return namespace in str(message[2]).split("|")[1:]
+
+
+class _SubscriptionWatch(ChangeWatch):
+    def __init__(self, store: RedisStore) -> None:
+        self._store = store
+        self._subscription: Subscription | None = None
+        self._heard = 0.0  # monotonic time of the last message or pong
+        self._pinged: float | None = None  # when the unanswered ping was sent
+
+    def next_index(self, after: int, timeout: float) -> int:
+        deadline = time.monotonic() + timeout
+        if self._subscription is None:
+            connection = self._store._subscriber_connection()
+            with self._store._errors():
+                self._subscription = Subscription(
+                    connection, self._store._channel, self._store.timeout
+                )
+            self._heard, self._pinged = time.monotonic(), None
+        try:
+            while True:
+                index = self._store._read_change_counter()  # after subscribing: none missed
+                if index > after or time.monotonic() >= deadline:
+                    return index
+                with self._store._errors():
+                    try:
+                        self._listen(deadline)
+                    except (OSError, hiredis.ProtocolError) as exc:
+                        raise redis.ConnectionError(f"invalidation channel: {exc}") from exc
+        except BaseException:
+            self.close()
+            raise
+
+    def _listen(self, deadline: float) -> None:
+        """Return when the counter's namespace is announced, or at ``deadline``."""
+        while True:
+            now = time.monotonic()
+            if self._pinged is None and now - self._heard > WATCH_SILENCE:
+                self._subscription.ping()
+                self._pinged = now
+            if self._pinged is not None and now - self._pinged > self._store.timeout:
+                raise redis.TimeoutError("the invalidation channel did not answer a ping")
+            wait_until = min(deadline, (self._pinged or now) + self._store.timeout)
+            messages = self._subscription.messages(wait_until)
+            if messages:
+                self._heard, self._pinged = time.monotonic(), None
+            if any(_announces(message, COUNTERS) for message in messages):
+                return
+            if time.monotonic() >= deadline:
+                return
+
+    def close(self) -> None:
+        subscription, self._subscription = self._subscription, None
+        if subscription is not None:
+            subscription.close()
+
+
 class RedisClusterStore(RedisStore):
     """Redis Cluster: as :class:`RedisStore`, but a cluster transaction cannot span hash
     slots, and a cluster cannot publish inside a transaction. So :meth:`set_many` runs one
@@ -607,8 +692,17 @@ class RedisClusterStore(RedisStore):
     def _announce(self, pipe: Any, namespaces: list[str]) -> None:
         pass
 
+    def change_watch(self) -> ChangeWatch:
+        """Writes announce nothing here: the counter is polled (see
+        :class:`~backends.base.PollingChangeWatch`)."""
+        return PollingChangeWatch(self)
+
     def _announcements(self, namespaces: list[str]) -> list[str]:
         return [""]
+
+    def _run_commit(self, keys: list[str], args: list[str]) -> Any:
+        """Through redis-py, which finds the node of the keys' slot."""
+        return (self._redis and self._commit)(keys=keys, args=args)
 
     def _commit_steps(self, encoded, wanted, logged):
         """One script per slot, the expectations' slot first (they must name one group), each

@@ -63,7 +63,7 @@ class NamespaceCache:
         self.channel = channel
         self._timeout = timeout
         self._copies = Copies()
-        self._subscription: _Subscription | None = None
+        self._subscription: Subscription | None = None
         self._pid: int | None = None
         self._heard = 0.0  # monotonic time of the last message or pong
         self._failures = 0  # subscription failures in a row
@@ -127,7 +127,7 @@ class NamespaceCache:
             return False  # backing off: reads go to Redis meanwhile
         try:
             if self._subscription is None:
-                self._subscription = _Subscription(
+                self._subscription = Subscription(
                     self._make_connection(), self.channel, self._timeout
                 )
                 if self._failures:
@@ -189,8 +189,9 @@ class NamespaceCache:
             self._subscription = None
 
 
-class _Subscription:
-    """A subscribed connection read without blocking: taking what has arrived is one ``recv``
+class Subscription:
+    """A subscribed connection read without blocking (the cache's, and each change watch's:
+    :meth:`~backends.redis.RedisStore.change_watch`): taking what has arrived is one ``recv``
     (redis-py's ``can_read``/``read_response`` take several system calls per message)."""
 
     BUFFER = 65536

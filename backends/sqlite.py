@@ -33,6 +33,7 @@ from sqlitedict import SqliteDict
 from .base import (
     CHANGES,
     COUNTERS,
+    ChangeWatch,
     ConfigurationError,
     KeyValueStore,
     ReadsThroughGetEach,
@@ -49,6 +50,7 @@ BUSY_TIMEOUT_MS = 30_000
 LOCKED_RETRIES = 5
 LOCKED_RETRY_PAUSE = 0.05  # seconds, doubled on each retry
 THREAD_CHECK_INTERVAL = 1.0  # seconds between checks that sqlitedict's thread is alive
+WATCH_INTERVAL = 0.1  # seconds between two looks at the file's change counter (change_watch)
 ACCEPTED_FORMS = "sqlite:///relative/path.db or sqlite:////absolute/path.db"
 
 _BUSY_CODES = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
@@ -365,6 +367,13 @@ class SQLiteStore(ReadsThroughGetEach, KeyValueStore):
         )
         return decode(rows[0][0])
 
+    def change_watch(self) -> ChangeWatch:
+        """Looks at ``PRAGMA data_version`` every :data:`WATCH_INTERVAL` seconds on a
+        connection of its own (a few microseconds, no statement through sqlitedict's thread),
+        and reads the change counter only when it has moved: when any connection, in any
+        process, has committed."""
+        return _DataVersionWatch(self)
+
     def namespaces(self) -> Iterator[str]:
         rows = self._query(
             f"SELECT DISTINCT substr(key, 1, instr(key, char(?)) - 1) FROM {TABLE}",
@@ -390,3 +399,48 @@ class SQLiteStore(ReadsThroughGetEach, KeyValueStore):
                 opened.close()
             except (sqlite3.Error, RuntimeError) as exc:
                 raise StorageUnavailable(f"SQLite database {self.path}: {exc}") from exc
+
+
+class _DataVersionWatch(ChangeWatch):
+    def __init__(self, store: SQLiteStore) -> None:
+        self._store = store
+        self._connection: sqlite3.Connection | None = None
+        self._version: int | None = None
+        self._index = 0
+
+    def next_index(self, after: int, timeout: float) -> int:
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                version = self._look()
+                if version != self._version:  # committed since the last look: read the counter
+                    self._version = version
+                    self._index = self._read_counter()
+                remaining = deadline - time.monotonic()
+                if self._index > after or remaining <= 0:
+                    return self._index
+                time.sleep(min(WATCH_INTERVAL, remaining))
+        except sqlite3.Error as exc:
+            self.close()
+            raise StorageUnavailable(f"SQLite database {self._store.path}: {exc}") from exc
+
+    def _look(self) -> int:
+        if self._connection is None:
+            with self._store._lock:
+                self._store._open()  # the file exists, in WAL mode, with its table
+            self._connection = sqlite3.connect(
+                self._store.path, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False
+            )
+            self._version = None
+        return self._connection.execute("PRAGMA data_version").fetchone()[0]
+
+    def _read_counter(self) -> int:
+        row = self._connection.execute(
+            f"SELECT value FROM {TABLE} WHERE key = ?", (_row_key(COUNTERS, CHANGES),)
+        ).fetchone()
+        return 0 if row is None else int(decode(row[0]))
+
+    def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.close()

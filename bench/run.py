@@ -14,7 +14,11 @@ For each backend (Redis on a private ``redis-server``, SQLite on a temp file) it
 4. for the users-scaling target, starts a second server on a second store that also holds
    ``--users`` users, each with stored user settings and a token, and drives user detail and
    user list on the one-user server and the many-user server alternately;
-5. reads the peak RSS (``VmHWM``) of every gunicorn worker.
+5. with ``--watchers N`` (500), holds N change-feed clients on our server (half long-polls of
+   ``/api/settings/changes/``, half event streams of ``/api/settings/events/``) while wrk drives
+   the read endpoints of :data:`WATCHED_ENDPOINTS`, alternating rounds with and without them,
+   then makes one write and times how long the last of the N takes to hear of it;
+6. reads the peak RSS (``VmHWM``) of every gunicorn worker.
 
 It prints markdown tables (and writes ``bench/RESULTS.md`` with ``--write``). Every process and
 temp file it starts is removed at the end, also on error or Ctrl-C.
@@ -71,6 +75,7 @@ RSS_TARGET_MB = 80.0
 P99_TARGET = 3.0  # ours' p99 at most this many times the ceiling's
 SQLITE_READ_TARGET = 0.8  # SQLite req/s at least this share of Redis's, for reads
 SCALING_TARGET = 0.9  # many-user req/s at least this share of one-user req/s ("within 10%")
+WATCHERS_TARGET = 0.8  # req/s while holding the watchers at least this share of req/s without
 DISPLAY_NAMES = {"redis": "Redis", "sqlite": "SQLite"}
 
 
@@ -133,6 +138,11 @@ ENDPOINTS = (
     Endpoint("notification list", "GET", "/api/settings/notification/"),
 )
 SCALING_ENDPOINTS = tuple(e for e in ENDPOINTS if e.label in ("user detail", "user list"))
+#: Measured with and without the change feed's watchers. Reads only: every write would wake
+#: every watcher, which is the feed doing its job, not the cost of holding it.
+WATCHED_ENDPOINTS = tuple(e for e in ENDPOINTS if e.label in ("global detail", "user detail"))
+#: What the watchers' wake-up write changes (not read by any benchmarked request).
+WAKE_SETTING = "/api/settings/global/INVENTREE_COMPANY_NAME/"
 
 #: Stored for the bench user (and for every user of the scaling store) before measuring, so
 #: user reads merge stored values with defaults. The PATCH body's value is stored up front so
@@ -238,6 +248,10 @@ class BackendResult:
     many_users: dict[str, Series] = field(default_factory=dict)
     rss_mb: dict[str, float] = field(default_factory=dict)
     worker_restarts: dict[str, int] = field(default_factory=dict)
+    unwatched: dict[str, Series] = field(default_factory=dict)
+    watched: dict[str, Series] = field(default_factory=dict)
+    watchers: int = 0
+    wake_seconds: float | None = None
     global_count: int = 0
     users: int = 0
     skipped: str | None = None
@@ -615,6 +629,121 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+# -- the change feed's watchers ---------------------------------------------------------------
+
+
+class Watchers:
+    """``count`` change-feed clients held open on one server: even ones long-poll
+    ``/api/settings/changes/?since=<index>&wait=300``, odd ones stream
+    ``/api/settings/events/?since=<index>``. Plain sockets: the bench process spends nothing
+    on them while wrk runs."""
+
+    def __init__(self, server: Server, auth: str, count: int) -> None:
+        self.since = change_index(server, auth)
+        self.sockets: list[socket.socket] = []
+        self.received: dict[socket.socket, bytes] = {}
+        try:
+            for n in range(count):
+                path = (
+                    f"/api/settings/changes/?since={self.since}&wait=300" if n % 2 == 0
+                    else f"/api/settings/events/?since={self.since}"
+                )
+                sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+                self.sockets.append(sock)
+                sock.sendall(
+                    f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {auth}\r\n"
+                    "Accept: */*\r\n\r\n".encode()
+                )
+                self.received[sock] = b""
+            streams, polls = self.sockets[1::2], self.sockets[0::2]
+            deadline = time.monotonic() + 30
+            while not all(self.received[s].startswith(b"HTTP/1.1 200") for s in streams):
+                if time.monotonic() > deadline:
+                    raise BenchError("event streams were not all answered 200 within 30 s")
+                self._take(0.1)
+            time.sleep(1.0)  # the long-polls too have been read and wait
+            self._take()
+            if any(self.received[s] for s in polls):
+                raise BenchError("a long-poll answered before any change was made")
+        except BaseException:
+            self.close()
+            raise
+
+    def _take(self, timeout: float = 0.0) -> None:
+        """Read whatever the server has sent; ``BenchError`` if it closed a connection."""
+        import selectors
+
+        with selectors.DefaultSelector() as selector:
+            for sock in self.sockets:
+                selector.register(sock, selectors.EVENT_READ)
+            for key, _ in selector.select(timeout):
+                data = key.fileobj.recv(65536)
+                if not data:
+                    raise BenchError("the server closed a watcher's connection")
+                self.received[key.fileobj] += data
+
+    def time_wake_up(self, server: Server, auth: str) -> float:
+        """Make one change; seconds until every watcher has heard of it."""
+        self._take()
+        before = dict(self.received)
+        value = f"Wake {time.time_ns()}"
+        request = urllib.request.Request(
+            server.base + WAKE_SETTING, data=json.dumps({"value": value}).encode(),
+            headers={"Authorization": auth, "Content-Type": "application/json"}, method="PATCH",
+        )
+        urllib.request.urlopen(request, timeout=10).close()
+        written = time.monotonic()
+        deadline = written + 30
+        while time.monotonic() < deadline:
+            if all(value.encode() in self.received[s][len(before[s]):] for s in self.sockets):
+                return time.monotonic() - written
+            self._take(0.05)
+        heard = sum(value.encode() in self.received[s] for s in self.sockets)
+        raise BenchError(f"only {heard} of {len(self.sockets)} watchers heard of a change in 30 s")
+
+    def close(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+        self.sockets.clear()
+
+
+def change_index(server: Server, auth: str) -> int:
+    """The server's ``X-Settings-Index``."""
+    request = urllib.request.Request(
+        server.base + WATCHED_ENDPOINTS[0].path, headers={"Authorization": auth}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return int(response.headers["X-Settings-Index"])
+
+
+def bench_watchers(
+    server: Server, auth: str, result: BackendResult, args: argparse.Namespace
+) -> None:
+    """Rounds of :data:`WATCHED_ENDPOINTS` without and then with ``args.watchers`` watchers
+    held, then the wake-up of all of them by one write."""
+    result.watchers = args.watchers
+    for round_no in range(1, args.rounds + 1):
+        for endpoint in WATCHED_ENDPOINTS:
+            m = wrk(server, endpoint, auth, args)
+            result.unwatched.setdefault(endpoint.label, Series()).rounds.append(m)
+            log(f"  round {round_no} {endpoint.label:<22} no watchers   {m.rps:8.0f} req/s"
+                f"  p99 {m.p99_ms:6.2f} ms")
+        watchers = Watchers(server, auth, args.watchers)
+        try:
+            for endpoint in WATCHED_ENDPOINTS:
+                m = wrk(server, endpoint, auth, args)
+                result.watched.setdefault(endpoint.label, Series()).rounds.append(m)
+                log(f"  round {round_no} {endpoint.label:<22} {args.watchers} watchers "
+                    f"{m.rps:8.0f} req/s  p99 {m.p99_ms:6.2f} ms"
+                    + (f"  errors {m.errors}" if m.error_count else ""))
+            if round_no == args.rounds:
+                result.wake_seconds = watchers.time_wake_up(server, auth)
+                log(f"  all {args.watchers} watchers heard of a write in "
+                    f"{result.wake_seconds:.2f} s")
+        finally:
+            watchers.close()
+
+
 # -- one backend ------------------------------------------------------------------------------
 
 
@@ -653,6 +782,10 @@ def bench_backend(run: Run, backend: str, args: argparse.Namespace) -> BackendRe
     result.rss_mb[ceiling.name] = ceiling.peak_rss_mb()
     result.worker_restarts[ours.name] = ours.restarted_workers()
     run.stop(ceiling.proc)
+
+    if args.watchers:
+        log(f"[{backend}] {args.watchers} change-feed watchers held, and none")
+        bench_watchers(ours, auth, result, args)
 
     if many_url:
         log(f"[{backend}] writing {args.users} users with stored settings and tokens")
@@ -881,6 +1014,46 @@ def render(
                 )
         out += [""]
 
+    watched = [r for r in measured if r.watched]
+    if watched:
+        n = watched[0].watchers
+        out += [f"## Holding {n} change-feed watchers", ""]
+        out += [
+            (
+                f"{n} clients wait on our server's change feed ({n // 2 + n % 2} long-polls of "
+                f"`/api/settings/changes/?wait=300`, {n // 2} event streams of "
+                "`/api/settings/events/`) while wrk drives the reads below; each round runs "
+                "without them, then with them. Target: with them at least "
+                f"{WATCHERS_TARGET}× the req/s without. *wake-up* is the time from one write's "
+                f"answer until the last of the {n} has heard of it."
+            ),
+            "",
+        ]
+        out.append(
+            f"| Backend | Endpoint | req/s | p99 ms | with {n} watchers req/s | p99 ms | errors "
+            "| ratio | met? |"
+        )
+        out += ["|---|---|--:|--:|--:|--:|--:|--:|---|"]
+        for r in watched:
+            for endpoint in WATCHED_ENDPOINTS:
+                bare, held = r.unwatched[endpoint.label], r.watched[endpoint.label]
+                ratio = Ratio.of(held, bare)
+                errors = {**bare.errors, **{f"{k} (watched)": v for k, v in held.errors.items()}}
+                out.append(
+                    f"| {DISPLAY_NAMES[r.name]} | {endpoint.label} | {fmt_rps(bare.rps)} | "
+                    f"{fmt_ms(bare.p99_ms)} | {fmt_rps(held.rps)} | {fmt_ms(held.p99_ms)} | "
+                    f"{fmt_errors(errors)} | {ratio} | "
+                    f"{yes(ratio.median >= WATCHERS_TARGET and not errors)} |"
+                )
+        out += [""]
+        for r in watched:
+            if r.wake_seconds is not None:
+                out.append(
+                    f"Wake-up ({DISPLAY_NAMES[r.name]}): all {r.watchers} watchers heard of one "
+                    f"write within {r.wake_seconds:.2f} s."
+                )
+        out += [""]
+
     scaled = [r for r in measured if r.many_users]
     if scaled:
         n = scaled[0].users
@@ -925,6 +1098,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (1)")
     parser.add_argument(
         "--users", type=int, default=10_000, help="users in the scaling store; 0 skips it"
+    )
+    parser.add_argument(
+        "--watchers", type=int, default=500,
+        help="change-feed clients held while reads are measured; 0 skips it (500)",
     )
     parser.add_argument("--backends", default="redis,sqlite", help="comma-separated: redis, sqlite")
     parser.add_argument("--wrk", default=shutil.which("wrk") or "wrk", help="wrk executable")

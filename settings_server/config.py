@@ -38,6 +38,8 @@ ENVIRONMENT = {
     "SETTINGS_LOG_LEVEL": "info",
     # Metrics (settings_server/metrics.py): a bearer token that may read /metrics.
     "SETTINGS_METRICS_TOKEN": None,
+    # The change feed (settings_server/api/feed.py): seconds between an event stream's heartbeats.
+    "SETTINGS_FEED_HEARTBEAT": "15",
 }
 
 

@@ -37,7 +37,7 @@ from typing import Any
 
 from flask import Flask, Response, current_app, request
 
-from backends import KeyValueStore, StorageError
+from backends import ChangeWatch, KeyValueStore, StorageError
 from backends.readahead import ReadAheadStore
 
 from . import auth
@@ -57,7 +57,7 @@ class Metrics:
     """The app's metrics (one per app: tests build many apps in one process)."""
 
     def __init__(self) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Histogram
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         self.registry = CollectorRegistry()
         self.requests = Counter(
@@ -95,6 +95,13 @@ class Metrics:
         self.throttled = Counter(
             "settings_server_throttled_requests",
             "Login attempts refused with 429 by the login throttle",
+            registry=self.registry,
+        )
+        self.feed_watchers = Gauge(
+            "settings_server_feed_watchers",
+            "Clients waiting on the change feed now, by form (long-poll, stream)",
+            ("form",),
+            multiprocess_mode="livesum",  # the live workers' waiters added up
             registry=self.registry,
         )
         # Bound label children by (route, method, status): labels() costs a lock and a lookup.
@@ -268,6 +275,9 @@ class TimedStore(KeyValueStore):
 
     def namespaces(self) -> Iterator[str]:
         return self._timed("namespaces", self.store.namespaces)
+
+    def change_watch(self) -> ChangeWatch:
+        return self.store.change_watch()  # not a request's time: its waits are not timed
 
     def ping(self) -> None:
         self._timed("ping", self.store.ping)

@@ -11,7 +11,8 @@ Before the view:
 1. the clock starts;
 2. a body over the limit is 413, a chunked body sent too slowly 408 (:mod:`.security`);
 3. under ``/api``: content negotiation, read-ahead, authentication, routing checks
-   (:func:`.api.before_api_request`).
+   (:func:`.api.before_api_request`);
+4. the change index for ``X-Settings-Index`` is noted (:mod:`.api.feed`).
 
 A step that returns a response ends the before-request steps (the view does not run), as in
 Flask; the after-request steps still run on that response.
@@ -20,7 +21,7 @@ After the view (on every response, error responses included):
 
 1. an unsafe request's deferred writes are settled (503 if one failed, :mod:`.speedups`), so
    that every step below sees the status the client gets;
-2. ``Allow`` on settings responses (:mod:`.api`);
+2. ``Allow`` on settings responses (:mod:`.api`), ``X-Settings-Index`` (:mod:`.api.feed`);
 3. the security headers (:mod:`.security`);
 4. the request is counted (:mod:`.metrics`) and logged (:mod:`.access_log`).
 
@@ -36,6 +37,7 @@ from typing import Any
 from flask import Flask, Response, request
 
 from . import access_log, api, metrics, security, speedups
+from .api import feed
 
 CLOCK = "settings_server.started"  # WSGI environ key: when the request's first step ran
 
@@ -80,12 +82,17 @@ def before_request() -> Response | None:
     refused = security.refuse_unread_body()
     if refused is not None:
         return refused
-    return api.before_api_request()
+    answered = api.before_api_request()
+    if answered is not None:
+        return answered
+    feed.note_index()
+    return None
 
 
 def after_request(response: Response) -> Response:
     response = speedups.settle_writes(response)
     api.add_allow_header(response)
+    feed.add_index_header(response)
     security.add_security_headers(response)
     started = request.environ.get(CLOCK)
     seconds = time.perf_counter() - started if started is not None else None

@@ -47,24 +47,39 @@ class Speedups:
     def __init__(self, store: ReadAheadStore) -> None:
         self.store = store
         self.deferring = store.store if isinstance(store.store, DefersWrites) else None
-        self._planners: dict[str, Planner | None] = {}  # endpoint -> its view's planner
+        #: What every request may read besides authentication and its view (see
+        #: :func:`also_read`).
+        self.planners: list[Callable[[], dict[str, list[str]]]] = []
+        self._view_planners: dict[str, Planner | None] = {}  # endpoint -> its view's planner
 
     def planner(self, app: Flask, endpoint: str) -> Planner | None:
         """The ``planned_reads`` of the view class behind ``endpoint``, if it has one."""
         try:
-            return self._planners[endpoint]
+            return self._view_planners[endpoint]
         except KeyError:
             view_class = getattr(app.view_functions[endpoint], "view_class", None)
-            planner = self._planners[endpoint] = getattr(view_class, "planned_reads", None)
+            planner = self._view_planners[endpoint] = getattr(view_class, "planned_reads", None)
             return planner
 
 
 def init_app(app: Flask) -> None:
     """Wrap ``app.extensions["settings_store"]`` for read-ahead (call before anything takes
-    the store)."""
+    the store) and register the end-of-request hooks. The settling hook is registered before
+    the API's own ``after_request`` hooks, so it runs after them: the writes' answers have
+    that much longer to arrive."""
     store = ReadAheadStore(app.extensions["settings_store"])
     app.extensions["settings_store"] = store
     app.extensions[EXTENSION] = Speedups(store)
+
+
+def also_read(app: Flask, planner: Callable[[], dict[str, list[str]]]) -> None:
+    """Add ``planner`` (``() -> {namespace: keys}`` for the current request) to what every
+    request's read-ahead fetches: for a hook that reads, as ``X-Settings-Index`` does."""
+    app.extensions[EXTENSION].planners.append(planner)
+
+
+def _speedups() -> Speedups:
+    return current_app.extensions[EXTENSION]
 
 
 def begin_request() -> None:
@@ -79,6 +94,10 @@ def begin_request() -> None:
         planner = speedups.planner(app, rule.endpoint)
         if planner is not None:
             reads.update(planner(user_id, current.view_args or {}, current.method))
+        for also in speedups.planners:
+            for namespace, keys in also().items():
+                held = reads.get(namespace, [])
+                reads[namespace] = None if held is None else [*held, *keys]
         if reads:
             speedups.store.read_ahead(reads)
     if speedups.deferring is not None and current.method not in auth.SAFE_METHODS:
@@ -89,7 +108,7 @@ def settle_writes(response: Response) -> Response:
     """Wait for the answers to the request's deferred writes before the response leaves:
     503 if one failed. The first after-request step, so that the others (headers, metrics,
     log) see the status the client gets."""
-    deferring = current_app.extensions[EXTENSION].deferring
+    deferring = _speedups().deferring
     if deferring is not None and request.method not in auth.SAFE_METHODS:
         try:
             deferring.settle()
@@ -98,10 +117,16 @@ def settle_writes(response: Response) -> Response:
     return response
 
 
+def forget_reads() -> None:
+    """End the read-ahead batch early: a request that waits (the change feed) reads what it
+    waited for from the store, not from the batch fetched when it began."""
+    _speedups().store.forget()
+
+
 def end_request(_exc: BaseException | None = None) -> None:
     """End the read-ahead batch; settle writes :func:`settle_writes` did not (a request that
     failed), so that the next request owes nothing."""
-    speedups: Speedups = current_app.extensions[EXTENSION]
+    speedups = _speedups()
     speedups.store.forget()
     if speedups.deferring is not None and request.method not in auth.SAFE_METHODS:
         try:

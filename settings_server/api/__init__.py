@@ -12,7 +12,7 @@ from werkzeug.routing import RequestRedirect
 from .. import __version__, auth, speedups
 from ..errors import PERMISSION_DENIED, fail_detail
 from ..rendering import allow_header, json_response
-from . import docs, settings
+from . import docs, feed, settings
 
 JSON_TYPES = ("application/json", "application/*", "*/*")
 
@@ -61,7 +61,9 @@ def init_app(app: Flask) -> None:
     api.register_blueprint(changes.blp)
     api.spec.components.schema("HistoryEntry", schema=changes.HistoryEntry)
     api.register_blueprint(users.blp)
+    feed.register(api)
     app.extensions["settings_api"] = api
+    feed.init_app(app)
 
 
 def before_api_request():
@@ -83,9 +85,18 @@ def negotiate(current: Request) -> None:
     accept = current.environ.get("HTTP_ACCEPT")
     if accept in (None, "", "*/*", "application/json"):
         return
+    served = JSON_TYPES + _media_types(current)
     accepted = [value for value, _quality in current.accept_mimetypes]
-    if accepted and not any(value in JSON_TYPES for value in accepted):
+    if accepted and not any(value in served for value in accepted):
         fail_detail(406, "Could not satisfy the request Accept header.")
+
+
+def _media_types(current: Request) -> tuple[str, ...]:
+    """What the routed view serves beside JSON (its ``media_types``: the event stream)."""
+    if current.url_rule is None:
+        return ()
+    view = current_app.view_functions.get(current.url_rule.endpoint)
+    return getattr(getattr(view, "view_class", None), "media_types", ())
 
 
 def check_route(current: Request):

@@ -203,6 +203,10 @@ ETAG = {"ETag": {
 SOURCE = {"X-Setting-Source": {
     "description": "Where the value comes from", "schema": {"enum": ["default", "stored", "override"]},
 }}
+INDEX = {"X-Settings-Index": {
+    "description": "The store's change index when the request read it (see the change feed)",
+    "schema": {"type": "integer"},
+}}
 NOT_MODIFIED = {"304": {"description": "Unchanged since the If-None-Match tag (no body)"}}
 
 
@@ -213,7 +217,7 @@ def list_responses(name: str) -> dict[str, Any]:
         "200": {
             "description": "A bare array without a positive `limit`, else one page",
             "content": {"application/json": {"schema": schema}},
-            "headers": ETAG,
+            "headers": {**ETAG, **INDEX},
         },
         **NOT_MODIFIED,
         "400": error("Invalid search expression"),
@@ -226,7 +230,7 @@ def detail_responses(name: str, write: bool = False) -> dict[str, Any]:
         "200": {
             "description": name,
             "content": {"application/json": {"schema": ref(name)}},
-            "headers": {**ETAG, **SOURCE},
+            "headers": {**ETAG, **SOURCE, **INDEX},
         },
         "404": error("No such setting"),
         **AUTH_ERRORS,
