@@ -20,13 +20,14 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """
     from backends import store_from_url
 
-    from . import access_log, api, auth, errors, metrics, pinned, security, speedups, web
+    from . import access_log, api, auth, errors, metrics, pinned, pipeline, security, speedups
+    from . import web
     from .config import from_environment, history_limit
     from .history import History
     from .registry import load_registry
     from .service import SettingsService
 
-    app = Flask(__name__)
+    app = pipeline.SettingsApp(__name__)
     app.config.update(from_environment())
     app.config.update(config or {})
     app.json.sort_keys = False  # keep field order for anything rendered through Flask
@@ -54,10 +55,11 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.extensions["settings_service"] = service
 
     auth.init_app(app)
-    metrics.init_app(app)  # before the API: it counts the status its hooks leave
-    security.init_app(app)  # before the API: its body limit runs before anything reads
+    metrics.init_app(app)
+    security.init_app(app)
     api.init_app(app)
     web.init_app(app)  # the settings page, /settings/, and / redirecting to it
     errors.init_app(app)  # after flask-smorest, whose own error handler it replaces
-    access_log.init_app(app)  # last: its clock starts before every other hook
+    access_log.init_app(app)
+    pipeline.init_app(app)  # the hooks around every view, in their order
     return app

@@ -24,7 +24,6 @@ import json
 import logging
 import os
 import sys
-import time
 from datetime import UTC, datetime
 
 from flask import Flask, Response, g, request
@@ -73,21 +72,15 @@ def configure_logging(level: str) -> None:
 
 
 def init_app(app: Flask) -> None:
-    """Log every request of ``app``; call after the other hooks are in: its clock starts
-    first, and it logs the response the others leave."""
+    """Set the log level of ``app``'s loggers; :func:`log_request` is the last step of every
+    request (:mod:`.pipeline`): it logs the response the others leave."""
     configure_logging(app.config.get("SETTINGS_LOG_LEVEL") or "info")
-    app.before_request_funcs.setdefault(None, []).insert(0, _start_clock)
-    app.after_request_funcs.setdefault(None, []).insert(0, _log_request)  # they run last first
 
 
-def _start_clock() -> None:
-    g.request_started = time.perf_counter()
-
-
-def _log_request(response: Response) -> Response:
+def log_request(response: Response, seconds: float | None) -> None:
+    """Log the current request, answered with ``response`` ``seconds`` after it began."""
     if not LOGGER.isEnabledFor(logging.INFO):
-        return response
-    started = g.get("request_started")
+        return
     user = g.get("user")
     line = {
         "time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
@@ -95,11 +88,10 @@ def _log_request(response: Response) -> Response:
         "method": request.method,
         "path": request.path[:MAX_PATH],
         "status": response.status_code,
-        "duration_ms": round((time.perf_counter() - started) * 1000, 2) if started else None,
+        "duration_ms": round(seconds * 1000, 2) if seconds is not None else None,
         "user": user.id if user is not None else None,
         "auth": g.get("auth_scheme"),
         "remote": request.remote_addr,
         "pid": os.getpid(),
     }
     LOGGER.info(json.dumps(line, ensure_ascii=True))
-    return response

@@ -220,24 +220,26 @@ def init_app(app: Flask) -> None:
 def authenticate() -> None:
     """Authenticate the current ``/api/`` request into ``g.user`` and ``g.auth_scheme``; 401
     for invalid credentials."""
-    g.user = None
-    g.auth_scheme = None
-    if request.path in UNAUTHENTICATED_PATHS:
+    current = request._get_current_object()  # one context lookup (the request path is measured)
+    state = g._get_current_object()
+    state.user = None
+    state.auth_scheme = None
+    if current.path in UNAUTHENTICATED_PATHS:
         return
     auth = authenticator()
     auth.bootstrap_once()
-    parts = _credentials(request.headers.get("Authorization", ""))
+    parts = _credentials(current.environ.get("HTTP_AUTHORIZATION", ""))
     keyword = parts[0].lower() if parts else ""
     if keyword == "token":
-        g.user, g.auth_scheme = _token_user(auth, parts), "token"
+        state.user, state.auth_scheme = _token_user(auth, parts), "token"
     elif keyword == "basic":
-        g.user, g.auth_scheme = _basic_user(auth, parts), "basic"
+        state.user, state.auth_scheme = _basic_user(auth, parts), "basic"
     else:
-        cookie = request.cookies.get(SESSION_COOKIE)
+        cookie = current.cookies.get(SESSION_COOKIE) if "HTTP_COOKIE" in current.environ else None
         user = auth.user_from_session(cookie) if cookie else None
         if user is not None:
-            g.user, g.auth_scheme = user, "session"
-            if request.method not in SAFE_METHODS:
+            state.user, state.auth_scheme = user, "session"
+            if current.method not in SAFE_METHODS:
                 auth.check_csrf()
 
 
@@ -249,9 +251,10 @@ def _credentials(header: str) -> list[str]:
 def planned_reads() -> tuple[int | None, dict[str, list[str]]]:
     """What authenticating this request will read (to fetch it in one round trip with the
     request's other reads), and the user's id when known without reading."""
-    if request.path in UNAUTHENTICATED_PATHS:
+    current = request._get_current_object()
+    if current.path in UNAUTHENTICATED_PATHS:
         return None, {}
-    parts = _credentials(request.headers.get("Authorization", ""))
+    parts = _credentials(current.environ.get("HTTP_AUTHORIZATION", ""))
     if len(parts) == 2 and parts[0].lower() == "token":
         return authenticator().tokens.planned_reads(parts[1])
     return None, {}

@@ -51,7 +51,6 @@ STORE_OPERATIONS = (
     "commit", "incr", "namespaces", "ping",
 )  # fmt: skip
 CREDENTIAL_SCHEMES = {"basic": "basic", "token": "token"}
-CLOCK = "settings_server.metrics.started"  # WSGI environ key: when the request's hooks began
 
 
 class Metrics:
@@ -107,6 +106,7 @@ class Metrics:
         )
         # Bound label children by (route, method, status): labels() costs a lock and a lookup.
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self.timed_store: TimedStore | None = None  # the app's store, timed (init_app)
 
     def observe_request(
         self, route: str, method: str, status: int, seconds: float, store_seconds: float
@@ -145,42 +145,36 @@ class Metrics:
 
 
 def init_app(app: Flask) -> None:
-    """Count ``app``'s requests and store calls, and serve ``/metrics``. Call before the API's
-    hooks are installed, so that the status counted is the one the client gets."""
+    """Count ``app``'s requests (:func:`count_response`, a step of :mod:`.pipeline`) and store
+    calls, and serve ``/metrics``."""
     metrics = Metrics()
     app.extensions["settings_metrics"] = metrics
     store: ReadAheadStore = app.extensions["settings_store"]  # as create_app builds it
-    timed = store.store = TimedStore(store.store, metrics)  # time what reaches the backend
-
-    # The request path is measured (bench/run.py): one context lookup a hook, nothing more.
-    def start_clock() -> None:
-        request.environ[CLOCK] = time.perf_counter()
-
-    def count_response(response: Response) -> Response:
-        current = request._get_current_object()
-        rule = current.url_rule
-        method = current.method
-        status = response.status_code
-        started = current.environ.get(CLOCK)
-        metrics.observe_request(
-            rule.rule if rule is not None else "unrouted",
-            method if method in METHODS else "other",
-            status,
-            time.perf_counter() - started if started is not None else 0.0,
-            timed.take_spent(),
-        )
-        if status == 401:
-            keyword = current.headers.get("Authorization", "").strip().partition(" ")[0]
-            scheme = CREDENTIAL_SCHEMES.get(keyword.lower())
-            if scheme is not None:
-                metrics.login_failures.labels(scheme).inc()
-        elif status == 429:
-            metrics.throttled.inc()
-        return response
-
-    app.before_request_funcs.setdefault(None, []).insert(0, start_clock)
-    app.after_request(count_response)
+    metrics.timed_store = store.store = TimedStore(store.store, metrics)  # what reaches the backend
     app.add_url_rule("/metrics", "metrics", metrics_view, methods=["GET"])
+
+
+def count_response(response: Response, seconds: float | None) -> None:
+    """Count the current request, answered with ``response`` ``seconds`` after it began."""
+    current = request._get_current_object()  # one context lookup (the request path is measured)
+    metrics: Metrics = current_app.extensions["settings_metrics"]
+    rule = current.url_rule
+    method = current.method
+    status = response.status_code
+    metrics.observe_request(
+        rule.rule if rule is not None else "unrouted",
+        method if method in METHODS else "other",
+        status,
+        seconds or 0.0,
+        metrics.timed_store.take_spent(),
+    )
+    if status == 401:
+        keyword = current.headers.get("Authorization", "").strip().partition(" ")[0]
+        scheme = CREDENTIAL_SCHEMES.get(keyword.lower())
+        if scheme is not None:
+            metrics.login_failures.labels(scheme).inc()
+    elif status == 429:
+        metrics.throttled.inc()
 
 
 def metrics_view() -> Response:

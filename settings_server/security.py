@@ -33,6 +33,7 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "same-origin",
 }
+_HEADERS = tuple(SECURITY_HEADERS.items())
 SESSION_COOKIE = "sessionid"
 #: environ keys set by ChunkedBodyLimit for refuse_unread_body
 TOO_LARGE = "settings_server.body_too_large"
@@ -55,9 +56,7 @@ def init_app(app: Flask) -> None:
     app.extensions["settings_throttle"] = LoginThrottle(
         app.extensions["settings_store"], app.config
     )
-    app.before_request(refuse_unread_body)
     app.register_error_handler(RequestEntityTooLarge, _too_large)
-    app.after_request(add_security_headers)
 
 
 def throttle() -> LoginThrottle:
@@ -66,11 +65,15 @@ def throttle() -> LoginThrottle:
 
 def refuse_unread_body() -> Response | None:
     """413 for a body over the limit, 408 for a chunked body that was not sent in time."""
-    limit = current_app.config["MAX_CONTENT_LENGTH"]
-    if request.environ.get(TOO_LARGE) or (request.content_length or 0) > limit:
+    environ = request.environ
+    if TOO_LARGE in environ:
         return _too_large()
-    if TOO_SLOW in request.environ:
-        return json_response({"detail": request.environ[TOO_SLOW].description}, 408)
+    if TOO_SLOW in environ:
+        return json_response({"detail": environ[TOO_SLOW].description}, 408)
+    if environ.get("CONTENT_LENGTH") and (request.content_length or 0) > current_app.config[
+        "MAX_CONTENT_LENGTH"
+    ]:
+        return _too_large()
     return None
 
 
@@ -86,11 +89,16 @@ def _too_large(_exc: Exception | None = None) -> Response:
     return json_response({"detail": f"Request body too large: the limit is {limit} bytes."}, 413)
 
 
-def add_security_headers(response: Response) -> Response:
-    response.headers.update(SECURITY_HEADERS)
-    if "Authorization" in request.headers or SESSION_COOKIE in request.cookies:
+def add_security_headers(response: Response) -> None:
+    """:data:`SECURITY_HEADERS` (added, not set: no view sets them itself, and ``set`` scans
+    the headers for each name), and ``Cache-Control: no-store`` for a request with
+    credentials (set: static files come with a ``Cache-Control`` of their own)."""
+    response.headers.extend(_HEADERS)
+    environ = request.environ
+    if "HTTP_AUTHORIZATION" in environ or (
+        "HTTP_COOKIE" in environ and SESSION_COOKIE in request.cookies
+    ):
         response.headers["Cache-Control"] = "no-store"
-    return response
 
 
 class ChunkedBodyLimit:

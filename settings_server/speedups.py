@@ -14,15 +14,17 @@
   an unsafe request's writes are sent at once and their answers read while the response is
   rendered, before it leaves (503 if one failed).
 
-:func:`init_app` wraps the store and registers the hooks that end a request;
-:func:`begin_request` is called by the API's before-request hook after content negotiation
-and before authentication, where DRF's order puts the first read.
+:func:`init_app` wraps the store. The steps are called by :mod:`settings_server.pipeline`:
+:func:`begin_request` by the API's before-request step after content negotiation and before
+authentication, where DRF's order puts the first read; :func:`settle_writes` first after the
+view; :func:`end_request` at teardown.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from flask import Flask, Response, current_app, request
 
@@ -34,6 +36,9 @@ from .errors import storage_unavailable
 
 LOGGER = logging.getLogger("settings_server.speedups")
 EXTENSION = "settings_speedups"
+#: A view class's ``planned_reads(user_id, view_args, method)``: namespace -> keys (``None``:
+#: all of them)
+Planner = Callable[[Any, dict[str, Any], str], dict[str, Any]]
 
 
 class Speedups:
@@ -45,6 +50,16 @@ class Speedups:
         #: What every request may read besides authentication and its view (see
         #: :func:`also_read`).
         self.planners: list[Callable[[], dict[str, list[str]]]] = []
+        self._view_planners: dict[str, Planner | None] = {}  # endpoint -> its view's planner
+
+    def planner(self, app: Flask, endpoint: str) -> Planner | None:
+        """The ``planned_reads`` of the view class behind ``endpoint``, if it has one."""
+        try:
+            return self._view_planners[endpoint]
+        except KeyError:
+            view_class = getattr(app.view_functions[endpoint], "view_class", None)
+            planner = self._view_planners[endpoint] = getattr(view_class, "planned_reads", None)
+            return planner
 
 
 def init_app(app: Flask) -> None:
@@ -55,8 +70,6 @@ def init_app(app: Flask) -> None:
     store = ReadAheadStore(app.extensions["settings_store"])
     app.extensions["settings_store"] = store
     app.extensions[EXTENSION] = Speedups(store)
-    app.after_request(settle_writes)
-    app.teardown_request(end_request)
 
 
 def also_read(app: Flask, planner: Callable[[], dict[str, list[str]]]) -> None:
@@ -72,28 +85,29 @@ def _speedups() -> Speedups:
 def begin_request() -> None:
     """Fetch what authentication and the view will read, in one round trip, and start
     deferring an unsafe request's writes."""
-    speedups = _speedups()
-    if request.url_rule is not None:
+    current = request._get_current_object()  # one context lookup (the request path is measured)
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    speedups: Speedups = app.extensions[EXTENSION]
+    rule = current.url_rule
+    if rule is not None:
         user_id, reads = auth.planned_reads()
-        view_class = getattr(
-            current_app.view_functions[request.url_rule.endpoint], "view_class", None
-        )
-        planner = getattr(view_class, "planned_reads", None)
+        planner = speedups.planner(app, rule.endpoint)
         if planner is not None:
-            reads.update(planner(user_id, request.view_args or {}, request.method))
+            reads.update(planner(user_id, current.view_args or {}, current.method))
         for also in speedups.planners:
             for namespace, keys in also().items():
                 held = reads.get(namespace, [])
                 reads[namespace] = None if held is None else [*held, *keys]
         if reads:
             speedups.store.read_ahead(reads)
-    if speedups.deferring is not None and request.method not in auth.SAFE_METHODS:
+    if speedups.deferring is not None and current.method not in auth.SAFE_METHODS:
         speedups.deferring.defer_writes()
 
 
 def settle_writes(response: Response) -> Response:
     """Wait for the answers to the request's deferred writes before the response leaves:
-    503 if one failed."""
+    503 if one failed. The first after-request step, so that the others (headers, metrics,
+    log) see the status the client gets."""
     deferring = _speedups().deferring
     if deferring is not None and request.method not in auth.SAFE_METHODS:
         try:

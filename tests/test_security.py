@@ -531,6 +531,35 @@ def test_security_headers_on_every_kind_of_response(small):
         assert_security_headers(response, credentials=True)
 
 
+class FailingDeferredWrites:
+    """A store's deferred writes whose answers never come (Redis gone after the send)."""
+
+    def defer_writes(self) -> None:
+        pass
+
+    def settle(self) -> None:
+        from backends import StorageUnavailable
+
+        raise StorageUnavailable("connection lost")
+
+
+def test_a_write_whose_deferred_answer_fails_is_503_with_the_headers_and_counted(small):
+    """The 503 made after the view (a deferred write failed) is what every later step sees:
+    it carries the security headers and is the status the metrics count."""
+    app, token = small
+    app.extensions["settings_speedups"].deferring = FailingDeferredWrites()
+    client = app.test_client()
+    response = client.patch(USER_SETTING, json={"value": "x"}, headers=token)
+    assert response.status_code == 503
+    assert response.get_json() == {"detail": "Storage unavailable."}
+    assert response.headers["Retry-After"] == "5"
+    assert_security_headers(response, credentials=True)
+    counted = app.extensions["settings_metrics"].requests.labels(
+        "/api/settings/user/<user_key:key>/", "PATCH", "503"
+    )._value.get()
+    assert counted == 1
+
+
 def test_session_cookie_means_no_store(client, alice):
     login = client.get(TOKEN, headers=basic("alice", "pw-alice"))
     assert_security_headers(login, credentials=True)

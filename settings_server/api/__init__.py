@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 
-from flask import Flask, current_app, request
+from flask import Flask, Request, current_app, request
 from flask_smorest import Api
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import RequestRedirect
@@ -64,44 +64,43 @@ def init_app(app: Flask) -> None:
     api.register_blueprint(tokens.blp)
     feed.register(api)
     app.extensions["settings_api"] = api
-    app.before_request(before_api_request)
-    feed.init_app(app)  # after before_api_request: its hooks need the caller
-    app.after_request(add_allow_header)
+    feed.init_app(app)
 
 
 def before_api_request():
     """Every ``/api`` request, in DRF's order: content negotiation, authentication (its reads
     and the view's fetched ahead in one round trip), then the routing checks."""
-    if not request.path.startswith("/api"):
+    current = request._get_current_object()  # one context lookup (the request path is measured)
+    if not current.path.startswith("/api"):
         return None
-    negotiate()
+    negotiate(current)
     speedups.begin_request()
     auth.authenticate()
-    return check_route()
+    return check_route(current)
 
 
-def negotiate() -> None:
+def negotiate(current: Request) -> None:
     """DRF content negotiation, which runs before authentication (docs/contract.md §1)."""
-    if request.query_string and request.args.get("format", "json") != "json":
+    if current.query_string and current.args.get("format", "json") != "json":
         fail_detail(404, "Not found.")
-    accept = request.headers.get("Accept")
+    accept = current.environ.get("HTTP_ACCEPT")
     if accept in (None, "", "*/*", "application/json"):
         return
-    served = JSON_TYPES + _media_types()
-    accepted = [value for value, _quality in request.accept_mimetypes]
+    served = JSON_TYPES + _media_types(current)
+    accepted = [value for value, _quality in current.accept_mimetypes]
     if accepted and not any(value in served for value in accepted):
         fail_detail(406, "Could not satisfy the request Accept header.")
 
 
-def _media_types() -> tuple[str, ...]:
+def _media_types(current: Request) -> tuple[str, ...]:
     """What the routed view serves beside JSON (its ``media_types``: the event stream)."""
-    if request.url_rule is None:
+    if current.url_rule is None:
         return ()
-    view = current_app.view_functions.get(request.url_rule.endpoint)
+    view = current_app.view_functions.get(current.url_rule.endpoint)
     return getattr(getattr(view, "view_class", None), "media_types", ())
 
 
-def check_route():
+def check_route(current: Request):
     """What InvenTree decides after authentication and before the view runs.
 
     * A missing trailing slash is not redirected: the path is unrouted (docs/contract.md §1).
@@ -110,13 +109,14 @@ def check_route():
       ``unsupported_methods_need``: who gets the 405 rather than 403 (``"superuser"``,
       ``"staff"``, or ``None`` for everybody, anonymous included).
     """
-    if isinstance(request.routing_exception, RequestRedirect):
+    routing_exception = current.routing_exception
+    if routing_exception is None:
+        return _metadata() if current.method == "OPTIONS" else None
+    if isinstance(routing_exception, RequestRedirect):
         raise NotFound()
-    if request.method == "OPTIONS" and request.url_rule is not None:
-        return _metadata()
-    if not isinstance(request.routing_exception, MethodNotAllowed):
+    if not isinstance(routing_exception, MethodNotAllowed):
         return None
-    adapter = current_app.url_map.bind_to_environ(request.environ)
+    adapter = current_app.url_map.bind_to_environ(current.environ)
     endpoint, _ = adapter.match(method="GET")
     view = current_app.view_functions[endpoint]
     need = getattr(getattr(view, "view_class", None), "unsupported_methods_need", None)
@@ -143,12 +143,11 @@ def _metadata():
     )
 
 
-def add_allow_header(response):
+def add_allow_header(response) -> None:
     """``Allow`` on every routed settings response, in DRF's order."""
     rule = request.url_rule
     if rule is not None and rule.endpoint.startswith(("settings.", "changes.")):
         response.headers["Allow"] = _allow(frozenset(rule.methods))
-    return response
 
 
 @functools.cache

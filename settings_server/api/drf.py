@@ -172,15 +172,36 @@ class RowPage(Page):
         return raw_json_response(f'{page[:-1]},"results":{json_array(self.items)}}}')
 
 
+#: The environ entries a page URL is made from (with ``limit`` and ``offset``).
+_URL_PARTS = ("wsgi.url_scheme", "HTTP_HOST", "SERVER_NAME", "SERVER_PORT", "SCRIPT_NAME",
+              "PATH_INFO", "QUERY_STRING")
+_page_urls: dict[tuple[Any, ...], str] = {}
+KEPT_PAGE_URLS = 1024
+
+
 def _page_url(limit: int, offset: int) -> str:
-    """The request URL with ``limit`` and ``offset`` replaced; DRF sorts the parameters."""
+    """The request URL with ``limit`` and ``offset`` replaced; DRF sorts the parameters.
+
+    A function of the request's URL, so each one is made once (up to :data:`KEPT_PAGE_URLS`):
+    measured with ``bench/inprocess.py``, making the ``next`` URL of ``?limit=25`` was 40% of
+    the list view's time (``host_url`` alone 20%)."""
+    environ = request.environ
+    key = (*(environ.get(part) for part in _URL_PARTS), limit, offset)
+    try:
+        return _page_urls[key]
+    except KeyError:
+        pass
     params = [(k, v) for k, v in parse_qsl(request.query_string.decode(), keep_blank_values=True)
               if k not in ("limit", "offset")]
     params.append(("limit", str(limit)))
     if offset > 0:
         params.append(("offset", str(offset)))
     params.sort(key=lambda kv: kv[0])
-    return f"{request.host_url}{request.path.lstrip('/')}?{urlencode(params)}"
+    url = f"{request.host_url}{request.path.lstrip('/')}?{urlencode(params)}"
+    if len(_page_urls) >= KEPT_PAGE_URLS:
+        _page_urls.clear()
+    _page_urls[key] = url
+    return url
 
 
 class Blueprint(flask_smorest.Blueprint):

@@ -56,12 +56,10 @@ RETRY_MS = 1000  # what an event source waits before it reconnects
 
 
 def init_app(app: Flask) -> None:
-    """The feed of this app, and the hooks of ``X-Settings-Index`` (registered after the API's
-    own ``before_request``, which authenticates)."""
+    """The feed of this app; :func:`note_index` (after authentication) and
+    :func:`add_index_header` are steps of :mod:`settings_server.pipeline`."""
     app.extensions["settings_feed"] = ChangeFeed(app.extensions["settings_store"])
     speedups.also_read(app, planned_reads)
-    app.before_request(note_index)
-    app.after_request(add_index_header)
 
 
 def feed() -> ChangeFeed:

@@ -80,10 +80,11 @@ def init_app(app: Flask) -> None:
     app.jinja_env.trim_blocks = app.jinja_env.lstrip_blocks = True  # 170 rows: no blank lines
     app.register_blueprint(blp)
     app.add_url_rule("/", "root_redirect", lambda: redirect(url_for("page.settings"), 302))
-    app.after_request(_content_security_policy)
 
 
-def _content_security_policy(response: Response) -> Response:
+def add_content_security_policy(response: Response) -> Response:
+    """The page's answers let the browser load and reach nothing but this server (a step of
+    :mod:`settings_server.pipeline`)."""
     if request.blueprint == "page":
         response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
     return response
