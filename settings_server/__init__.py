@@ -20,8 +20,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """
     from backends import store_from_url
 
-    from . import access_log, api, auth, errors, metrics, pinned, pipeline, security, speedups
-    from . import web
+    from . import access_log, api, auth, errors, metrics, pinned, pipeline, security, speedups, web
     from .config import from_environment, history_limit
     from .history import History
     from .registry import load_registry
