@@ -12,7 +12,9 @@ the highest id it dropped so that a reader after an index can tell that somethin
 
 from __future__ import annotations
 
+import json
 import logging
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,6 +30,10 @@ SOURCES = ("api", "bulk", "import", "restore")
 FIELDS = ("id", "kind", "key", "user", "old", "new", "actor", "actor_name", "source", "timestamp")
 #: The counter that holds the highest id :meth:`History.trim` has deleted.
 TRIMMED = "history_trimmed"
+#: Views of the history (one per set of namespaces: a user's) a process keeps between changes.
+KEPT_VIEWS = 256
+#: Entries a process keeps rendered.
+KEPT_TEXTS = 8192
 #: The history is trimmed after every this many of the store's changes (so at most about this
 #: many entries beyond the retained ones are stored).
 TRIM_EVERY = 1024
@@ -75,6 +81,13 @@ class History:
         """``limit``: entries kept per setting; 0 turns history off (nothing is logged)."""
         self.store = store
         self.limit = limit
+        # namespaces -> (change index, what _visible found): every entry is written with the
+        # index it takes, so while the index stands the retained entries do too (a trim only
+        # deletes entries readers no longer see). Not on stores whose indexes are taken
+        # before their entries are written (atomic_across_groups false: Redis Cluster).
+        self._seen: dict[tuple[str, ...], tuple[int, tuple[list, list]]] = {}
+        self._seen_lock = threading.Lock()
+        self._texts: dict[int, str] = {}  # id -> JSON text: an entry never changes
 
     @property
     def enabled(self) -> bool:
@@ -157,12 +170,13 @@ class History:
         """What ``viewer`` may see, newest first: global entries and their own per-user ones,
         or with ``user`` (superusers; others only their own id) that user's per-user ones."""
         kept, _gone = self._visible(viewer, user)
-        after = None if since is None else timestamp(since)
-        return [
-            entry
-            for entry in reversed(kept)
-            if _matches(entry, kind, key) and (after is None or entry["timestamp"] > after)
-        ]
+        found = kept[::-1]
+        if kind is not None or key is not None:
+            found = [entry for entry in found if _matches(entry, kind, key)]
+        if since is not None:
+            after = timestamp(since)
+            found = [entry for entry in found if entry["timestamp"] > after]
+        return found
 
     def after(
         self, index: int, viewer: Viewer, *, kind: str | None = None, key: str | None = None
@@ -183,6 +197,17 @@ class History:
                 kept, _gone = self._visible(viewer, None)
                 return entry if any(e["id"] == entry_id for e in kept) else None
         return None
+
+    def text(self, entry: Mapping[str, Any]) -> str:
+        """An entry as compact JSON in served order (see :func:`served`), rendered once."""
+        text = self._texts.get(entry["id"])
+        if text is None:
+            if len(self._texts) >= KEPT_TEXTS:
+                self._texts.clear()
+            text = self._texts[entry["id"]] = json.dumps(
+                served(entry), separators=(",", ":"), ensure_ascii=False
+            )
+        return text
 
     def everything(self, *, kind: str | None = None, key: str | None = None) -> list[dict[str, Any]]:
         """Every retained entry of every user, newest first (for the command line)."""
@@ -206,12 +231,24 @@ class History:
     def _visible(
         self, viewer: Viewer, user: int | None
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        names = self._namespaces(viewer, user)
+        names = tuple(self._namespaces(viewer, user))
+        keep = self.store.atomic_across_groups
+        index = self.index() if keep else None
+        with self._seen_lock:
+            seen = self._seen.get(names)
+        if seen is not None and seen[0] == index:
+            return seen[1]
         found = self.store.get_each({name: None for name in names})
         entries = sorted(
             (entry for name in names for entry in _entries(found[name])), key=lambda e: e["id"]
         )
-        return _retained(entries, self.limit)
+        visible = _retained(entries, self.limit)
+        if keep:
+            with self._seen_lock:
+                if len(self._seen) >= KEPT_VIEWS:
+                    self._seen.clear()
+                self._seen[names] = (index, visible)
+        return visible
 
 
 def served(entry: Mapping[str, Any]) -> dict[str, Any]:

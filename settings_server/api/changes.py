@@ -28,8 +28,8 @@ from marshmallow import (
 
 from .. import auth
 from ..errors import PERMISSION_DENIED, fail_detail, not_found
-from ..history import History, parse_timestamp, served
-from ..rendering import compact, raw_json_response
+from ..history import History, parse_timestamp
+from ..rendering import raw_json_response
 from ..service import GLOBAL, KINDS, USER, Kind, SettingNotFound
 from . import schemas
 from .drf import BODY, Blueprint, RowPage, json_array
@@ -115,8 +115,8 @@ class Entries(Sequence[Rendered]):
 
     def __getitem__(self, index: Any) -> Any:
         if isinstance(index, slice):
-            return [Rendered(compact(served(entry))) for entry in self._entries[index]]
-        return Rendered(compact(served(self._entries[index])))
+            return [Rendered(history().text(entry)) for entry in self._entries[index]]
+        return Rendered(history().text(self._entries[index]))
 
 
 class BulkWrite(Schema):
@@ -143,7 +143,7 @@ class BulkWrite(Schema):
 class HistoryList(MethodView):
     """The history of changes the caller may see, newest first."""
 
-    @blp.arguments(HistoryQuery, location="query")
+    @blp.arguments(HistoryQuery(), location="query")
     @blp.paginate(RowPage, default_limit=HISTORY_PAGE, max_limit=HISTORY_MAX_PAGE)
     @blp.doc(responses={
         "200": {"description": "One page of entries", "content": {"application/json": {"schema": {
@@ -189,7 +189,7 @@ class HistoryDetail(MethodView):
     })
     def get(self, entry_id: int):
         """One history entry (404 when the caller may not see it)."""
-        return raw_json_response(compact(served(_visible_entry(entry_id))))
+        return raw_json_response(history().text(_visible_entry(entry_id)))
 
 
 @blp.route("/history/<int:entry_id>/restore/")
@@ -230,7 +230,7 @@ def bulk_view(kind: Kind, class_name: str, summary: str) -> type[BulkView]:
     name = schemas.NAMES[kind.name]
 
     @caller_first
-    @blp.arguments(BulkWrite, location=BODY)
+    @blp.arguments(BulkWrite(), location=BODY)
     @blp.doc(responses={
         "200": {"description": "The updated settings, in request order", "content": {
             "application/json": {"schema": {"type": "array", "items": schemas.ref(name)}}}},
