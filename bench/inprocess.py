@@ -112,13 +112,7 @@ def cpu_us(app: Callable[..., Any], request: Request, n: int) -> float:
     """Process CPU µs per request over ``n`` requests."""
     environs = [request.environ() for _ in range(n)]
     started = time.process_time()
-    for environ in environs:
-        result = app(environ, _start_response)
-        for _ in result:
-            pass
-        close = getattr(result, "close", None)
-        if close is not None:
-            close()
+    _serve(app, environs)
     return (time.process_time() - started) / n * 1e6
 
 

@@ -8,12 +8,11 @@ failure.
 
 from __future__ import annotations
 
-import os
-import shutil
 from urllib.parse import urlsplit
 
 import pytest
 import requests
+from browser import chromium_path
 
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 
@@ -35,21 +34,11 @@ def test_assets_are_not_in_the_openapi_document(client):
     assert not [path for path in client.get("/api/schema/").json["paths"] if "docs" in path]
 
 
-def _chromium() -> str:
-    path = shutil.which("chromium")
-    if path is None:
-        message = "Debian's chromium is not installed (apt-get install chromium)"
-        if os.environ.get("SETTINGS_REQUIRE_BROWSER") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
-
-
 @pytest.mark.slow
 def test_docs_render_in_chromium_without_other_hosts(servers, tmp_path):
     from playwright.sync_api import sync_playwright
 
-    chromium = _chromium()
+    chromium = chromium_path()
     server = servers.start(f"sqlite:///{tmp_path}/docs.db", "--workers", "1")
     document = requests.get(f"{server.url}/api/schema/", timeout=10).json()
     operations = sorted(

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
+from browser import chromium_path
 
 from settings_server import create_app
 from settings_server.auth import authenticator
@@ -33,16 +33,6 @@ pytestmark = pytest.mark.slow
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 TIMEOUT = 10_000  # ms for anything the page should do at once
-
-
-def _chromium() -> str:
-    path = shutil.which("chromium")
-    if path is None:
-        message = "Debian's chromium is not installed (apt-get install chromium)"
-        if os.environ.get("SETTINGS_REQUIRE_BROWSER") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
 
 
 @dataclass
@@ -68,7 +58,7 @@ class Site:
 def browser() -> Iterator:
     from playwright.sync_api import sync_playwright
 
-    chromium = _chromium()
+    chromium = chromium_path()
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(
             executable_path=chromium,
