@@ -330,36 +330,25 @@ def _events(
     or the store fails (the client reconnects with ``Last-Event-ID``, to this server or
     another)."""
     with _watching("stream"):
-        yield from _stream(last, viewer, kind, key, heartbeat, client)
-
-
-def _stream(
-    last: int,
-    viewer: Any,
-    kind: str | None,
-    key: str | None,
-    heartbeat: float,
-    client: Client,
-) -> Iterator[str]:
-    # An id without data sets the event source's resume point without an event.
-    yield f"retry: {RETRY_MS}\nid: {last}\n\n"
-    index = None  # read, the first time
-    while True:
-        try:
-            index, changes, complete = _changes_after(last, viewer, kind, key, index)
-        except StorageError as exc:
-            LOGGER.warning("event stream ended: %s", exc)
-            return
-        for change in changes:
-            yield f"id: {change['id']}\nevent: change\ndata: {compact(served(change))}\n\n"
-        if not complete:
-            yield f"id: {index}\nevent: incomplete\ndata: {compact({'index': index})}\n\n"
-        last = index
-        beat_at = time.monotonic() + heartbeat
-        while (heard := feed().wait(index, beat_at - time.monotonic(), client)) <= index:
-            if feed().ended or client.gone():
+        # An id without data sets the event source's resume point without an event.
+        yield f"retry: {RETRY_MS}\nid: {last}\n\n"
+        index = None  # read, the first time
+        while True:
+            try:
+                index, changes, complete = _changes_after(last, viewer, kind, key, index)
+            except StorageError as exc:
+                LOGGER.warning("event stream ended: %s", exc)
                 return
-            if time.monotonic() >= beat_at:
-                yield ": heartbeat\n\n"
-                beat_at = time.monotonic() + heartbeat
-        index = heard
+            for change in changes:
+                yield f"id: {change['id']}\nevent: change\ndata: {compact(served(change))}\n\n"
+            if not complete:
+                yield f"id: {index}\nevent: incomplete\ndata: {compact({'index': index})}\n\n"
+            last = index
+            beat_at = time.monotonic() + heartbeat
+            while (heard := feed().wait(index, beat_at - time.monotonic(), client)) <= index:
+                if feed().ended or client.gone():
+                    return
+                if time.monotonic() >= beat_at:
+                    yield ": heartbeat\n\n"
+                    beat_at = time.monotonic() + heartbeat
+            index = heard
