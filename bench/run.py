@@ -958,6 +958,20 @@ def backend_table(r: BackendResult, redis: BackendResult | None) -> list[str]:
     return lines
 
 
+def paired_row(
+    backend: str, endpoint: Endpoint, base: Series, other: Series, tag: str, target: float
+) -> str:
+    """A table row comparing ``other`` (its errors tagged ``tag``) with ``base``, round by
+    round; met when the ratio reaches ``target`` with no error."""
+    ratio = Ratio.of(other, base)
+    errors = {**base.errors, **{f"{k} ({tag})": v for k, v in other.errors.items()}}
+    return (
+        f"| {DISPLAY_NAMES[backend]} | {endpoint.label} | {fmt_rps(base.rps)} | "
+        f"{fmt_ms(base.p99_ms)} | {fmt_rps(other.rps)} | {fmt_ms(other.p99_ms)} | "
+        f"{fmt_errors(errors)} | {ratio} | {yes(ratio.median >= target and not errors)} |"
+    )
+
+
 def render(
     machine: list[tuple[str, str]], results: list[BackendResult], load_at_start: float
 ) -> str:
@@ -1036,15 +1050,10 @@ def render(
         out += ["|---|---|--:|--:|--:|--:|--:|--:|---|"]
         for r in watched:
             for endpoint in WATCHED_ENDPOINTS:
-                bare, held = r.unwatched[endpoint.label], r.watched[endpoint.label]
-                ratio = Ratio.of(held, bare)
-                errors = {**bare.errors, **{f"{k} (watched)": v for k, v in held.errors.items()}}
-                out.append(
-                    f"| {DISPLAY_NAMES[r.name]} | {endpoint.label} | {fmt_rps(bare.rps)} | "
-                    f"{fmt_ms(bare.p99_ms)} | {fmt_rps(held.rps)} | {fmt_ms(held.p99_ms)} | "
-                    f"{fmt_errors(errors)} | {ratio} | "
-                    f"{yes(ratio.median >= WATCHERS_TARGET and not errors)} |"
-                )
+                out.append(paired_row(
+                    r.name, endpoint, r.unwatched[endpoint.label], r.watched[endpoint.label],
+                    "watched", WATCHERS_TARGET,
+                ))
         out += [""]
         for r in watched:
             if r.wake_seconds is not None:
@@ -1074,15 +1083,10 @@ def render(
         out += ["|---|---|--:|--:|--:|--:|--:|--:|---|"]
         for r in scaled:
             for endpoint in SCALING_ENDPOINTS:
-                one, many = r.one_user[endpoint.label], r.many_users[endpoint.label]
-                ratio = Ratio.of(many, one)
-                errors = {**one.errors, **{f"{k} ({n} users)": v for k, v in many.errors.items()}}
-                out.append(
-                    f"| {DISPLAY_NAMES[r.name]} | {endpoint.label} | {fmt_rps(one.rps)} | "
-                    f"{fmt_ms(one.p99_ms)} | {fmt_rps(many.rps)} | {fmt_ms(many.p99_ms)} | "
-                    f"{fmt_errors(errors)} | {ratio} | "
-                    f"{yes(ratio.median >= SCALING_TARGET and not errors)} |"
-                )
+                out.append(paired_row(
+                    r.name, endpoint, r.one_user[endpoint.label], r.many_users[endpoint.label],
+                    f"{n} users", SCALING_TARGET,
+                ))
         out += [""]
     return "\n".join(out)
 
