@@ -29,7 +29,7 @@ from backends import KeyValueStore, StorageUnavailable
 from .fields import WireValue, load_value
 from .history import Change, History
 from .registry import SettingDefinition, SettingsRegistry
-from .rendering import Row, RowTemplate, compact, encode_string, slot
+from .rendering import FixedRows, Row, RowTemplate, compact, encode_string, slot
 from .validators import Context
 
 PK_STRIDE = 10_000  # room for this many keys per kind; ordinals beyond it are refused
@@ -65,7 +65,7 @@ class PreconditionFailed(Exception):
     """The caller's ``If-Match`` no longer names the setting's value (answered 412)."""
 
 
-class Listing(list[Row]):
+class Listing(FixedRows):
     """A kind's rows (see :meth:`SettingsService.list`) and their strong ETag."""
 
     version: str = ""
