@@ -33,7 +33,7 @@ from .rendering import FixedRows, Row, RowTemplate, compact, encode_string, slot
 from .validators import Context
 
 PK_STRIDE = 10_000  # room for this many keys per kind; ordinals beyond it are refused
-KEPT_DETAILS = 4096  # details kept with the stored values they were made from (see ``get``)
+KEPT_DETAILS = 1024  # details kept with the stored values they were made from (see ``get``)
 MISSING = object()  # a write body without a ``value``
 PINNED = "This setting is fixed by the server configuration."
 UNKNOWN = "No such setting."

@@ -36,7 +36,8 @@ LIFETIME = timedelta(days=365)
 NAME_MAX_LENGTH = 100
 
 _TOKEN = re.compile(r"inv-[0-9a-f]{40}-[0-9]{8}")
-_REMEMBERED_TOKENS = 10_000
+_REMEMBERED_OWNERS = 10_000
+_PARSED_TOKENS = 256
 
 
 def utc_now() -> datetime:
@@ -152,10 +153,10 @@ class TokenStore:
         self._store = store
         self._users = users
         self.now = now
-        # digest -> the record last read under it and the token made from it: the owner is
-        # known before the read (a token never changes hands), and an unchanged record is
-        # not parsed again
-        self._known: dict[str, tuple[dict[str, Any], ApiToken]] = {}
+        self._owners: dict[str, int] = {}  # digest -> owner's id: a token never changes hands
+        # digest -> the record last read and the token made from it, for a few recent tokens:
+        # an unchanged record is not parsed again (a few, as every one costs ~1.5 kB)
+        self._parsed: dict[str, tuple[dict[str, Any], ApiToken]] = {}
 
     def planned_reads(self, token_digest: str | None) -> tuple[int | None, dict[str, list[str]]]:
         """What :meth:`authenticate_digest` will read for ``token_digest`` (see
@@ -163,10 +164,9 @@ class TokenStore:
         process has seen the token before."""
         if token_digest is None:
             return None, {}
-        known = self._known.get(token_digest)
-        if known is None:
+        owner = self._owners.get(token_digest)
+        if owner is None:
             return None, {TOKENS: [token_digest]}
-        owner = known[1].user_id
         return owner, {TOKENS: [token_digest], **self._users.planned_reads(owner)}
 
     def issue(
@@ -228,14 +228,17 @@ class TokenStore:
         record = self._store.get(TOKENS, token_digest)
         if record is None:
             raise TokenRejected("Invalid token.")
-        known = self._known.get(token_digest)
-        if known is not None and known[0] == record:
-            token = known[1]
+        parsed = self._parsed.get(token_digest)
+        if parsed is not None and parsed[0] == record:
+            token = parsed[1]
         else:
             token = ApiToken.from_record(record, token_digest)
-            if len(self._known) >= _REMEMBERED_TOKENS:
-                self._known.clear()
-            self._known[token_digest] = (dict(record), token)
+            if len(self._parsed) >= _PARSED_TOKENS:
+                self._parsed.clear()
+            self._parsed[token_digest] = (dict(record), token)
+        if len(self._owners) >= _REMEMBERED_OWNERS:
+            self._owners.clear()
+        self._owners[token_digest] = token.user_id
         user = self._users.get(token.user_id)
         if user is None:
             raise TokenRejected("Invalid token.")

@@ -38,7 +38,7 @@ _DUMMY_HASH = generate_password_hash("settings-server: no such user")
 
 _CAS_ATTEMPTS = 20
 _REMEMBERED_PASSWORDS = 1024
-_REMEMBERED_USERS = 10_000  # records kept with the User made from them
+_REMEMBERED_USERS = 256  # records kept with the User made from them
 
 
 class UserError(Exception):
@@ -102,8 +102,9 @@ class UserDirectory:
         # every request. A changed hash (new password) misses, so it is checked again.
         self._verified: dict[tuple[int, str], bytes] = {}
         self._verified_key = secrets.token_bytes(32)
-        # id -> the record last read and the user made from it (an unchanged record is not
-        # made into a User again: token authentication reads it on every request)
+        # id -> the record last read and the user made from it, for a few recent users (an
+        # unchanged record is not made into a User again: token authentication reads it on
+        # every request; a few, as every one costs ~1.3 kB)
         self._read: dict[int, tuple[dict[str, Any], User]] = {}
 
     def create(
