@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from flask import Response
@@ -90,15 +90,29 @@ def json_array(rows: Sequence[Row]) -> str:
 
 class FixedRows(list[Row]):
     """Rows that are never changed once made (served again while what they show is
-    unchanged): their JSON array is encoded once, when first asked for."""
+    unchanged): what is rendered from them (the whole array, a page) is encoded once, when
+    first asked for, and kept with them (up to :attr:`KEPT` renderings)."""
 
-    _array: bytes | None = None
+    KEPT = 64
+    _rendered: dict[Any, bytes] | None = None
+
+    def rendered(self, key: Any, render: Callable[[], str]) -> bytes:
+        """``render()`` UTF-8, made once for each ``key`` (which names all it depends on
+        besides these rows)."""
+        if self._rendered is None:
+            self._rendered = {}
+        try:
+            return self._rendered[key]
+        except KeyError:
+            pass
+        if len(self._rendered) >= self.KEPT:
+            self._rendered.clear()
+        text = self._rendered[key] = render().encode()
+        return text
 
     def array(self) -> bytes:
         """:func:`json_array` of these rows, UTF-8."""
-        if self._array is None:
-            self._array = json_array(self).encode()
-        return self._array
+        return self.rendered(None, lambda: json_array(self))
 
 
 class RowTemplate:

@@ -160,12 +160,19 @@ class RowPage(Page):
     def response(self) -> Response:
         params = self.page_params
         limit, offset, count = params.page_size, params.offset, self.item_count
-        page = compact({
+        head = {
             "count": count,
             "next": _page_url(limit, offset + limit) if offset + limit < count else None,
             "previous": _page_url(limit, offset - limit) if offset > 0 else None,
-        })
-        return raw_json_response(f'{page[:-1]},"results":{json_array(self.items)}}}')
+        }
+
+        def render() -> str:
+            return f'{compact(head)[:-1]},"results":{json_array(self.items)}}}'
+
+        rows = self.collection
+        if isinstance(rows, FixedRows):  # the same page of the same rows: made once
+            return raw_json_response(rows.rendered((limit, offset, *head.values()), render))
+        return raw_json_response(render())
 
 
 #: The environ entries a page URL is made from (with ``limit`` and ``offset``).

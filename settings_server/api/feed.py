@@ -86,7 +86,7 @@ def note_index(current: Request, app: Flask, state: Any) -> None:
 def add_index_header(response: Response, state: Any) -> Response:
     index = state.get("settings_index")
     if index is not None and INDEX_HEADER not in response.headers:
-        response.headers[INDEX_HEADER] = str(index)
+        response.headers.add(INDEX_HEADER, str(index))  # (``set`` would look for it again)
     return response
 
 
