@@ -57,8 +57,8 @@ class JSONResponse(Response):
         status = self.status_code
         if status >= 200 and status not in (204, 304):
             length = False
-            for name, _value in self.headers:
-                name = name.lower()
+            for key, _value in self.headers:
+                name = key.lower()
                 if name == "content-length":
                     length = True
                 elif name in ("location", "content-location"):
