@@ -129,10 +129,12 @@ class History:
             if change.changed
         ]
 
-    def committed(self, index: int | None) -> None:
-        """Called after each commit with its result: trims now and then (never fails the
-        write that triggered it)."""
-        if not index or index % TRIM_EVERY:
+    def committed(self, index: int | None, logged: int) -> None:
+        """Called after each commit with its result and the number of entries it was given
+        to log: trims whenever the change index passes a multiple of :data:`TRIM_EVERY`
+        (a commit of many entries, or whose entries the store left out, may jump one), and
+        never fails the write that triggered it."""
+        if not index or (index - logged) // TRIM_EVERY == index // TRIM_EVERY:
             return
         try:
             self.trim()
