@@ -581,6 +581,8 @@ class RedisStore(ReadsThroughGetEach, KeyValueStore):
 
         with self._errors():
             results = self._write([namespace], self._transaction([namespace], command), changes)
+        if not results[0] and self._cache is not None:  # a copy may be what it was checked
+            self._cache.drop([namespace])  # against: read afresh (as after a failed commit)
         return bool(results[0])
 
     def incr(self, counter: str, amount: int = 1) -> int:

@@ -209,3 +209,17 @@ def test_a_copy_that_own_writes_grow_past_the_bound_is_dropped(stores, monkeypat
         writer.commit({"global": {"K": n}}, log=[("global/history", {"n": n})])
         assert ("global/history" in copies) == (n < 4)
     assert len(writer.get_all("global/history")) == 6  # from Redis
+
+
+@pytest.mark.parametrize("expected", [None, "mine"], ids=["absent", "present"])
+def test_a_failed_compare_and_set_reads_afresh(stores, expected):
+    """A copy can miss a write whose announcement has not been taken yet (here one made
+    behind the store's back, which announces nothing): a compare-and-set that fails against
+    it must not leave the next read with that copy."""
+    reader, _, _, raw, prefix = stores
+    if expected is not None:
+        reader.set("global", "K", expected)
+    warm(reader)
+    raw.hset(f"{prefix}{{global}}", "K", '"theirs"')
+    assert reader.compare_and_set("global", "K", expected, "new") is False
+    assert reader.get("global", "K") == "theirs"
