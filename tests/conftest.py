@@ -10,6 +10,29 @@ import pytest
 
 from settings_server import create_app
 
+# --- password hashes in the test process --------------------------------------------------------
+
+
+def pytest_configure(config):
+    """Passwords hashed in the test process use scrypt with N=2**10 instead of werkzeug's
+    default N=2**15: the same algorithm, salting and ``scrypt:`` format (and
+    ``check_password_hash`` reads the cost from the hash), ~10 ms instead of ~0.4 s a hash
+    and a check. Most tests create users (``make_user``), so this was minutes of a run.
+    Patched here, before test modules are imported, as some create users at import.
+    Servers and commands the tests start as processes hash as shipped (the guessing and
+    event-loop tests of test_hostile.py measure that cost there)."""
+    from functools import partial
+
+    from werkzeug.security import generate_password_hash
+
+    from settings_server import users
+
+    cheap = partial(generate_password_hash, method="scrypt:1024:8:1")
+    patch = pytest.MonkeyPatch()
+    patch.setattr(users, "generate_password_hash", cheap)
+    patch.setattr(users, "_DUMMY_HASH", cheap("settings-server: no such user"))
+    config.add_cleanup(patch.undo)
+
 
 @pytest.fixture
 def app():
