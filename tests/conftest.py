@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import uuid
 from urllib.parse import urlencode
 
@@ -163,9 +164,11 @@ def store(store_url):
 @pytest.fixture
 def servers(tmp_path):
     """``servers.start(backend, *args, command="run"|"gunicorn", **env)`` starts a server
-    on a free port and returns a :class:`servers.Server` once it answers; every one is stopped
-    (SIGTERM, then SIGKILL) after the test. ``command="run"`` is ``settings-server run``, else
-    plain ``gunicorn wsgi:app`` from the checkout."""
+    on a free port and returns a :class:`servers.Server` once it answers; every one still
+    running is stopped after the test, at once (SIGQUIT, then SIGKILL): a graceful SIGTERM
+    would wait out the keep-alive of any idle connection a client left open (5 s). Tests of
+    the graceful stop send SIGTERM themselves. ``command="run"`` is ``settings-server run``,
+    else plain ``gunicorn wsgi:app`` from the checkout."""
     from servers import BIN, Server, free_port, server_env
 
     started: list[Server] = []
@@ -184,7 +187,7 @@ def servers(tmp_path):
 
     yield Servers()
     for server in started:
-        server.stop()
+        server.stop(signal.SIGQUIT)
 
 
 @pytest.fixture
