@@ -13,6 +13,7 @@ from .base import (
     ConfigurationError,
     DefersWrites,
     KeyValueStore,
+    Replaced,
     StorageError,
     StorageUnavailable,
 )
@@ -69,6 +70,7 @@ __all__ = [
     "ConfigurationError",
     "DefersWrites",
     "KeyValueStore",
+    "Replaced",
     "StorageError",
     "StorageUnavailable",
     "store_from_url",

@@ -27,8 +27,10 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 COUNTERS = "counters"
@@ -59,6 +61,80 @@ class ConfigurationError(StorageError, ValueError):
 def encode(value: Any) -> str:
     """Canonical JSON: equal values always encode to equal strings."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+@dataclass(frozen=True)
+class Replaced:
+    """A field of a :meth:`KeyValueStore.commit` log entry that the store fills in, in the
+    commit's atomic step, with the value that the same commit's write of ``key`` in
+    ``namespace`` replaces: the stored value, ``absent`` when nothing was stored, or ``shown``
+    in either's place when given (a value that must not be copied). The entry is left out,
+    and takes no index, when that write leaves the value (or ``absent``) as it was.
+
+    So a writer can log what it overwrote without reading it first and checking that it
+    still holds: two writers of one key never have to retry to get their entries right."""
+
+    namespace: str
+    key: str
+    absent: Any
+    shown: Any | None = None
+
+
+#: Stands for a :class:`Replaced` field while an entry is encoded; random, so that no value
+#: a client sends can be taken for it.
+_SLOT = f"\x00{uuid.uuid4().hex}"
+_SLOT_TEXT = encode(_SLOT)
+
+
+@dataclass(frozen=True)
+class LogItem:
+    """One log entry of a commit, encoded: ``text`` whole, or, when it holds a
+    :class:`Replaced` field (``watch``, its namespace and key), the text before that field's
+    value and ``after`` it, with the encodings of ``absent`` and ``shown``."""
+
+    namespace: str
+    text: str
+    after: str = ""
+    watch: tuple[str, str] | None = None
+    absent: str = ""
+    shown: str | None = None
+
+    @classmethod
+    def of(cls, namespace: str, value: Any) -> LogItem:
+        replaced = [
+            (field, v) for field, v in (value.items() if isinstance(value, Mapping) else ())
+            if isinstance(v, Replaced)
+        ]  # fmt: skip
+        if not replaced:
+            return cls(namespace, encode(value))
+        ((field, marker),) = replaced  # one per entry
+        before, after = encode({**value, field: _SLOT}).split(_SLOT_TEXT)
+        shown = None if marker.shown is None else encode(marker.shown)
+        return cls(
+            namespace, before, after, (marker.namespace, marker.key), encode(marker.absent), shown
+        )
+
+    def filled(self, stored: str | None, written: str) -> str | None:
+        """The entry's text, given the encoding of the value its write replaces (``None``:
+        absent) and of the value written; ``None`` when the write changes nothing."""
+        if self.watch is None:
+            return self.text
+        was = self.absent if stored is None else stored
+        if was == written:
+            return None
+        return self.text + (was if self.shown is None else self.shown) + self.after
+
+
+def encode_log(
+    log: Sequence[tuple[str, Any]], encoded: Mapping[str, Mapping[str, str]]
+) -> list[LogItem]:
+    """A commit's ``log`` encoded, checking that every :class:`Replaced` field names a key the
+    commit writes (``encoded``: the commit's writes, encoded)."""
+    items = [LogItem.of(namespace, value) for namespace, value in log]
+    for item in items:
+        if item.watch is not None and item.watch[1] not in encoded.get(item.watch[0], {}):
+            raise ValueError(f"a log entry replaces {item.watch}, which the commit does not write")
+    return items
 
 
 def decode(text: str | bytes) -> Any:
@@ -157,7 +233,11 @@ class KeyValueStore(ABC):
         Where it does not (Redis Cluster), the indexes are allocated first, the step is atomic
         per group, and ``expect`` must name namespaces of one group.
 
-        Returns the change index of the last logged entry, or ``0`` when ``log`` is empty.
+        A logged value may hold a :class:`Replaced` field (one), which the store fills in the
+        same step with what the commit's write of that key replaces; such an entry is left out
+        when the write changes nothing.
+
+        Returns the change index of the last logged entry, or ``0`` when nothing was logged.
         Every value is encoded before anything is written.
         """
 

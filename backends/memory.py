@@ -17,9 +17,11 @@ from .base import (
     ChangeWatch,
     ConfigurationError,
     KeyValueStore,
+    LogItem,
     decode,
     decode_many,
     encode,
+    encode_log,
     log_key,
 )
 
@@ -69,7 +71,7 @@ class MemoryStore(KeyValueStore):
 
     def commit(self, writes, *, expect=None, log=()) -> int | None:
         encoded = {ns: {k: encode(v) for k, v in values.items()} for ns, values in writes.items()}
-        logged = [(namespace, encode(value)) for namespace, value in log]
+        items = encode_log(log, encoded)
         wanted = {
             ns: {k: None if v is None else encode(v) for k, v in values.items()}
             for ns, values in (expect or {}).items()
@@ -79,6 +81,11 @@ class MemoryStore(KeyValueStore):
                 entries = self._data.get(namespace, {})
                 if any(entries.get(key) != want for key, want in values.items()):
                     return None
+            logged = [
+                (item.namespace, text)
+                for item in items
+                if (text := self._filled(item, encoded)) is not None
+            ]
             for namespace, values in encoded.items():
                 self._data.setdefault(namespace, {}).update(values)
             if not logged:
@@ -91,6 +98,12 @@ class MemoryStore(KeyValueStore):
             counters[CHANGES] = encode(index)
             self._change_counter_moved.notify_all()
             return index
+
+    def _filled(self, item: LogItem, encoded: dict[str, dict[str, str]]) -> str | None:
+        if item.watch is None:
+            return item.text
+        namespace, key = item.watch
+        return item.filled(self._data.get(namespace, {}).get(key), encoded[namespace][key])
 
     def delete(self, namespace: str, key: str) -> bool:
         with self._lock:

@@ -54,12 +54,14 @@ from .base import (
     ChangeWatch,
     ConfigurationError,
     KeyValueStore,
+    LogItem,
     PollingChangeWatch,
     ReadsThroughGetEach,
     StorageUnavailable,
     decode,
     decode_many,
     encode,
+    encode_log,
     log_key,
 )
 from .rediscache import DELETED, NamespaceCache, Subscription
@@ -77,9 +79,13 @@ return 0
 # KEYS[1]: the counters hash, then the hashes written. ARGV: the counter's field, the first
 # change index to use (0: take them from the counter), then three lists, each its length
 # first: expectations (key number, field, encoding or "" for absent), writes (key number,
-# field, encoding), log entries (key number, encoding); then the channel to announce on (""
-# for none) and the announcements. Returns false when an expectation fails (nothing written),
-# else the change index of the last entry (0 for none).
+# field, encoding), log entries (key number, text; then for an entry with a Replaced field:
+# the key number and field of the write it names, the encoding written there, of absent, of
+# shown or "", and the text after the field; else five ""); then the channel to announce on
+# ("" for none) and the announcements. Returns false when an expectation fails (nothing
+# written), else the change index of the last entry (0 for none) followed by each entry's
+# text, or false for one left out. Entries are filled before anything is written, so that
+# they see what the writes replace.
 _COMMIT = """
 local i = 3
 local n = tonumber(ARGV[i])
@@ -89,30 +95,47 @@ for _ = 1, n do
     end
     i = i + 3
 end
-i = i + 1
+local writes = i + 1
+i = writes + 1 + 3 * tonumber(ARGV[writes])
 n = tonumber(ARGV[i])
+local entries = {}
+local result = {0}
 for _ = 1, n do
-    redis.call('HSET', KEYS[tonumber(ARGV[i + 1])], ARGV[i + 2], ARGV[i + 3])
-    i = i + 3
+    local text = ARGV[i + 2]
+    if ARGV[i + 3] ~= '' then
+        local was = redis.call('HGET', KEYS[tonumber(ARGV[i + 3])], ARGV[i + 4]) or ARGV[i + 6]
+        if was == ARGV[i + 5] then
+            text = false
+        elseif ARGV[i + 7] ~= '' then
+            text = text .. ARGV[i + 7] .. ARGV[i + 8]
+        else
+            text = text .. was .. ARGV[i + 8]
+        end
+    end
+    if text then
+        entries[#entries + 1] = {KEYS[tonumber(ARGV[i + 1])], text}
+    end
+    result[#result + 1] = text
+    i = i + 8
 end
-i = i + 1
-n = tonumber(ARGV[i])
+for j = writes + 1, writes + 3 * tonumber(ARGV[writes]), 3 do
+    redis.call('HSET', KEYS[tonumber(ARGV[j])], ARGV[j + 1], ARGV[j + 2])
+end
 local index = tonumber(ARGV[2]) - 1
-if n > 0 and index < 0 then
-    index = redis.call('HINCRBY', KEYS[1], ARGV[1], n) - n
+if #entries > 0 and index < 0 then
+    index = redis.call('HINCRBY', KEYS[1], ARGV[1], #entries) - #entries
 end
-for _ = 1, n do
+for _, entry in ipairs(entries) do
     index = index + 1
-    redis.call('HSET', KEYS[tonumber(ARGV[i + 1])], string.format('%012d', index), ARGV[i + 2])
-    i = i + 2
+    redis.call('HSET', entry[1], string.format('%012d', index), entry[2])
+    result[1] = index
 end
 if ARGV[i + 1] ~= '' then
     for j = i + 2, #ARGV do
         redis.call('PUBLISH', ARGV[i + 1], ARGV[j])
     end
 end
-if n == 0 then return 0 end
-return index
+return result
 """
 
 
@@ -426,33 +449,34 @@ class RedisStore(ReadsThroughGetEach, KeyValueStore):
             ns: {k: "" if v is None else encode(v) for k, v in values.items()}
             for ns, values in (expect or {}).items()
         }
-        logged = [(namespace, encode(value)) for namespace, value in log]
+        items = encode_log(log, encoded)
         with self._errors():
-            result = None
-            for step in self._commit_steps(encoded, wanted, logged):
-                result = self._commit_step(*step)
-                if result is None:
+            last = 0
+            for step in self._commit_steps(encoded, wanted, items):
+                index = self._commit_step(*step)
+                if index is None:
                     return None
-            return result
+                last = max(last, index)
+            return last
 
     def _commit_steps(
         self,
         encoded: dict[str, dict[str, str]],
         wanted: dict[str, dict[str, str]],
-        logged: list[tuple[str, str]],
+        items: list[LogItem],
     ) -> list[tuple[dict, dict, list, int]]:
         """How a :meth:`commit` is cut into scripts, each ``(writes, expect, log, first
         index)``, the first index 0 for "from the counter": one script here."""
-        return [(encoded, wanted, logged, 0)]
+        return [(encoded, wanted, items, 0)]
 
     def _commit_step(
         self,
         encoded: dict[str, dict[str, str]],
         wanted: dict[str, dict[str, str]],
-        logged: list[tuple[str, str]],
+        items: list[LogItem],
         first: int,
     ) -> int | None:
-        namespaces = list(dict.fromkeys([*wanted, *encoded, *(ns for ns, _ in logged)]))
+        namespaces = list(dict.fromkeys([*wanted, *encoded, *(item.namespace for item in items)]))
         number = {namespace: str(n) for n, namespace in enumerate(namespaces, start=2)}
         args: list[str] = [CHANGES, str(first), str(sum(map(len, wanted.values())))]
         for namespace, values in wanted.items():
@@ -462,14 +486,21 @@ class RedisStore(ReadsThroughGetEach, KeyValueStore):
         for namespace, values in encoded.items():
             for key, text in values.items():
                 args += [number[namespace], key, text]
-        args.append(str(len(logged)))
-        for namespace, text in logged:
-            args += [number[namespace], text]
+        args.append(str(len(items)))
+        for item in items:
+            args += [number[item.namespace], item.text]
+            if item.watch is None:
+                args += ["", "", "", "", "", ""]
+            else:
+                namespace, key = item.watch
+                written = encoded[namespace][key]
+                args += [number[namespace], key, written, item.absent, item.shown or "", item.after]
         # With its first index given, the script leaves the counter alone (and a cluster
         # script may name keys of one slot only).
         keys = [self._key(namespaces[0] if first else COUNTERS), *map(self._key, namespaces)]
-        announced = [ns for ns in namespaces if ns in encoded or any(ns == n for n, _ in logged)]
-        if logged and not first:
+        logged = {item.namespace for item in items}
+        announced = [ns for ns in namespaces if ns in encoded or ns in logged]
+        if items and not first:
             announced.append(COUNTERS)
         args += self._announcements(announced)
 
@@ -477,12 +508,14 @@ class RedisStore(ReadsThroughGetEach, KeyValueStore):
             if results[0] is None:
                 return {}
             made = {namespace: decode_many(values) for namespace, values in encoded.items()}
-            index = int(results[0]) - len(logged)
-            for namespace, text in logged:
+            last, *texts = results[0]
+            kept = [(item.namespace, text) for item, text in zip(items, texts) if text is not None]
+            index = last - len(kept)
+            for namespace, text in kept:
                 index += 1
                 made.setdefault(namespace, {})[log_key(index)] = decode(text)
-            if logged and not first:
-                made[COUNTERS] = {CHANGES: int(results[0])}
+            if kept and not first:
+                made[COUNTERS] = {CHANGES: last}
             return made
 
         def send() -> Callable[[], list[Any]]:
@@ -494,7 +527,7 @@ class RedisStore(ReadsThroughGetEach, KeyValueStore):
             if self._cache is not None:  # a copy may be what failed the check: read afresh
                 self._cache.drop(list(wanted))
             return None
-        return int(results[0])
+        return int(results[0][0])
 
     def _run_commit(self, keys: list[str], args: list[str]) -> Any:
         """The commit script's answer. EVALSHA is sent raw (redis-py's call of a script costs
@@ -704,9 +737,11 @@ class RedisClusterStore(RedisStore):
         """Through redis-py, which finds the node of the keys' slot."""
         return (self._redis and self._commit)(keys=keys, args=args)
 
-    def _commit_steps(self, encoded, wanted, logged):
+    def _commit_steps(self, encoded, wanted, items):
         """One script per slot, the expectations' slot first (they must name one group), each
-        with the indexes of its own entries taken from the counter beforehand."""
+        with the indexes of its own entries taken from the counter beforehand (an entry left
+        out leaves its index unused). An entry with a ``Replaced`` field must be in the group
+        of the write it names."""
         slot = lambda namespace: key_slot(self._key(namespace).encode())
         steps: dict[int, tuple[dict, dict, list]] = {}
         if len({slot(namespace) for namespace in wanted}) > 1:
@@ -715,9 +750,11 @@ class RedisClusterStore(RedisStore):
             steps.setdefault(slot(namespace), ({}, {}, []))[1][namespace] = wanted[namespace]
         for namespace, values in encoded.items():
             steps.setdefault(slot(namespace), ({}, {}, []))[0][namespace] = values
-        for namespace, text in logged:
-            steps.setdefault(slot(namespace), ({}, {}, []))[2].append((namespace, text))
-        first = self.incr(CHANGES, len(logged)) - len(logged) + 1 if logged else 0
+        for item in items:
+            if item.watch is not None and slot(item.watch[0]) != slot(item.namespace):
+                raise ValueError("a cluster commit's entry must be in the group it replaces in")
+            steps.setdefault(slot(item.namespace), ({}, {}, []))[2].append(item)
+        first = self.incr(CHANGES, len(items)) - len(items) + 1 if items else 0
         cut = []
         for writes, expected, entries in steps.values():
             cut.append((writes, expected, entries, first if entries else 0))

@@ -41,6 +41,7 @@ from .base import (
     decode,
     decode_many,
     encode,
+    encode_log,
 )
 from .copies import Copies
 
@@ -277,21 +278,28 @@ class SQLiteStore(ReadsThroughGetEach, KeyValueStore):
 
     def commit(self, writes, *, expect=None, log=()) -> int | None:
         """One statement, as :meth:`set_many`: the expectations are a condition of its
-        ``SELECT``, the log's keys are computed from the change counter as it reads, and the
-        counter is one of the rows it writes. SQLite runs one writer at a time, so no other
-        write comes between the check and the write; a failure anywhere (a trigger's abort, a
-        full disk) undoes all of it."""
+        ``SELECT``, the log's entries are filled from the rows as it reads them and numbered
+        from the change counter, and the counter is one of the rows it writes. SQLite runs one
+        writer at a time, so no other write comes between the check and the write; a failure
+        anywhere (a trigger's abort, a full disk) undoes all of it."""
+        encoded = {ns: {k: encode(v) for k, v in values.items()} for ns, values in writes.items()}
         rows = {
-            _row_key(namespace, key): encode(value)
-            for namespace, values in writes.items()
-            for key, value in values.items()
+            _row_key(namespace, key): text
+            for namespace, values in encoded.items()
+            for key, text in values.items()
         }
         wanted = {
             _row_key(namespace, key): None if value is None else encode(value)
             for namespace, values in (expect or {}).items()
             for key, value in values.items()
         }
-        logged = [[_row_key(namespace, ""), encode(value)] for namespace, value in log]
+        logged = []
+        for item in encode_log(log, encoded):
+            entry = [_row_key(item.namespace, ""), item.text]
+            if item.watch is not None:
+                watch = _row_key(*item.watch)
+                entry += [watch, rows[watch], item.absent, item.shown, item.after]
+            logged.append(entry)
         counter = _row_key(COUNTERS, CHANGES)
         result = self._query(
             "WITH expected(key, value) AS (SELECT key, value FROM json_each(?1)),"
@@ -299,11 +307,25 @@ class SQLiteStore(ReadsThroughGetEach, KeyValueStore):
             f"  {TABLE} AS t ON t.key = expected.key WHERE t.value IS NOT expected.value)),"
             f" base(n) AS (SELECT COALESCE((SELECT CAST(value AS INTEGER) FROM {TABLE}"
             "  WHERE key = ?3), 0)),"
+            # each entry: [namespace prefix, text] or [prefix, text before the replaced value,
+            # the row it replaces, the value written there, absent, shown or null, text after]
+            " items(i, prefix, text, watch, written, absent, shown, after) AS (SELECT l.key,"
+            "  json_extract(l.value, '$[0]'), json_extract(l.value, '$[1]'),"
+            "  json_extract(l.value, '$[2]'), json_extract(l.value, '$[3]'),"
+            "  json_extract(l.value, '$[4]'), json_extract(l.value, '$[5]'),"
+            "  json_extract(l.value, '$[6]') FROM json_each(?4) AS l),"
+            " kept(i, prefix, text) AS (SELECT items.i, items.prefix, CASE WHEN items.watch"
+            "  IS NULL THEN items.text ELSE items.text || COALESCE(items.shown, t.value,"
+            "  items.absent) || items.after END FROM items LEFT JOIN"
+            f"  {TABLE} AS t ON t.key = items.watch WHERE items.watch IS NULL"
+            "  OR COALESCE(t.value, items.absent) IS NOT items.written),"
+            " numbered(n, prefix, text) AS (SELECT row_number() OVER (ORDER BY i), prefix, text"
+            "  FROM kept),"
             " written(key, value) AS (SELECT key, value FROM json_each(?2)"
-            "  UNION ALL SELECT json_extract(l.value, '$[0]') || printf('%012d', base.n + l.key + 1),"
-            "   json_extract(l.value, '$[1]') FROM json_each(?4) AS l, base"
-            "  UNION ALL SELECT ?3, CAST(base.n + json_array_length(?4) AS TEXT) FROM base"
-            "   WHERE json_array_length(?4) > 0)"
+            "  UNION ALL SELECT numbered.prefix || printf('%012d', base.n + numbered.n),"
+            "   numbered.text FROM numbered, base"
+            "  UNION ALL SELECT ?3, CAST(base.n + (SELECT count(*) FROM numbered) AS TEXT)"
+            "   FROM base WHERE EXISTS (SELECT 1 FROM numbered))"
             f" INSERT INTO {TABLE} (key, value) SELECT key, value FROM written, holds"
             " WHERE holds.ok ON CONFLICT(key) DO UPDATE SET value = excluded.value"
             " RETURNING key, value",

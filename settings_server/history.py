@@ -64,12 +64,14 @@ def namespace(per_user: bool, user_id: int | None) -> str:
 @dataclass(frozen=True)
 class Change:
     """What one write of a setting does: ``old`` and ``new`` as served (``"***"`` for
-    protected settings, so ``changed`` says whether the value did)."""
+    protected settings, so ``changed`` says whether the value did); ``old`` may be a
+    :class:`~backends.Replaced` that the store fills in (``changed`` is then true, and the
+    store leaves the entry out if it was not)."""
 
     kind: str
     key: str
     user: int | None
-    old: str
+    old: Any
     new: str
     changed: bool
 

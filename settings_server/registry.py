@@ -84,7 +84,7 @@ class SettingDefinition:
         :mod:`settings_server.fields`), built when the registry is loaded."""
         return value_field(self)
 
-    @property
+    @cached_property
     def related_keys(self) -> tuple[str, ...]:
         """Other settings of the same kind that choices or validators read."""
         keys = [validators.argument(name) for name in self.validators]

@@ -24,7 +24,7 @@ from typing import Any
 from marshmallow import ValidationError
 from marshmallow import fields as ma_fields
 
-from backends import KeyValueStore, StorageUnavailable
+from backends import KeyValueStore, Replaced, StorageUnavailable
 
 from .fields import WireValue, load_value
 from .history import Change, History
@@ -352,6 +352,8 @@ class SettingsService:
             else:
                 writes = {definition.key: self.validate(kind, key, value, stored, user_id)}
             read = self._reads(kind, definition, user_id)[kind.namespace(user_id)]
+            if if_match is None and self._stands_alone(definition):
+                read = []  # nothing to check: the store logs what the write replaces
             restart = definition.requires_restart
             if self._commit(kind, writes, stored, read, user_id, actor, source, restart) is not None:
                 return self._detail(kind, definition, {**stored, **writes}, user_id)
@@ -369,7 +371,7 @@ class SettingsService:
             definition = self._definitions[kind].get(str(key).upper())
             if definition is None:
                 errors[key] = [UNKNOWN]
-            elif definition in definitions.values():
+            elif any(d.key == definition.key for d in definitions.values()):
                 errors[key] = [DUPLICATE]
             elif self.pinned(kind, key):
                 errors[key] = [PINNED]
@@ -378,6 +380,8 @@ class SettingsService:
         reads = {
             k for d in definitions.values() for k in (d.key, *d.related_keys)
         }
+        if all(map(self._stands_alone, definitions.values())):
+            reads = set()  # nothing to check: the store logs what the writes replace
         for _attempt in _attempts("the settings"):
             stored = self.store.get_many(kind.namespace(user_id), sorted(reads))
             pending, writes = dict(stored), {}
@@ -410,10 +414,11 @@ class SettingsService:
     ) -> int | None:
         """Write ``writes`` (key -> string) if the keys ``read`` (every key written and every
         key checking them read) still hold what they held (``stored``), with their history;
-        ``None`` if one changed. With ``restart`` (a setting that needs one was saved, even
-        unchanged), the server is marked as needing a restart."""
+        ``None`` if one changed. With nothing ``read``, nothing is checked and the history
+        records what the store finds replaced. With ``restart`` (a setting that needs one was
+        saved, even unchanged), the server is marked as needing a restart."""
         namespace = kind.namespace(user_id)
-        changes = self.changes(kind, writes, stored, user_id)
+        changes = self.changes(kind, writes, stored, user_id, replaced=not read)
         entries: dict[str, dict[str, str]] = {namespace: dict(writes)} if writes else {}
         if restart:
             entries.setdefault(GLOBAL.namespace(None), {})["SERVER_RESTART_REQUIRED"] = "True"
@@ -425,21 +430,43 @@ class SettingsService:
         )
         self.history.committed(index)
         return index
+
     def changes(
-        self, kind: Kind, writes: Mapping[str, str], stored: Mapping[str, str], user_id: int | None
+        self,
+        kind: Kind,
+        writes: Mapping[str, str],
+        stored: Mapping[str, str],
+        user_id: int | None,
+        *,
+        replaced: bool = False,
     ) -> list[Change]:
         """What writing ``writes`` (key -> string) over ``stored`` changes, as the history
         records it: values as served (defaults where nothing was stored, ``"***"`` for
-        protected settings)."""
+        protected settings). With ``replaced``, ``stored`` is not consulted: each ``old`` is a
+        :class:`~backends.base.Replaced` for the store to fill in as it writes (which leaves
+        the entry out when the value stays)."""
+        namespace = kind.namespace(user_id)
         changes = []
         for key, text in writes.items():
             definition = self._definitions[kind][key]
-            old = self._value(kind, definition, stored, user_id)
-            changed = old != text
+            if replaced:
+                shown = "***" if definition.protected else None
+                old: Any = Replaced(namespace, key, definition.wire_default, shown)
+                changed = True
+            else:
+                old = self._value(kind, definition, stored, user_id)
+                changed = old != text
+                if definition.protected:
+                    old = "***"
             if definition.protected:
-                old, text = "***", "***"
+                text = "***"
             changes.append(Change(kind.name, key, user_id, old, text, changed))
         return changes
+
+    def _stands_alone(self, definition: SettingDefinition) -> bool:
+        """Whether a write of ``definition`` can be checked without reading the store (no
+        other setting's value matters) and its default is fixed (not made on first read)."""
+        return not definition.related_keys and definition.default_factory is None
 
     def validate(
         self, kind: Kind, key: str, value: Any, stored: Mapping[str, str], user_id: int | None = None

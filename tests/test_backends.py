@@ -25,7 +25,7 @@ from backends import (
     StorageUnavailable,
     store_from_url,
 )
-from backends.base import CHANGES, encode
+from backends.base import CHANGES, Replaced, encode
 
 # --- the contract ---------------------------------------------------------------------------
 
@@ -218,6 +218,58 @@ def test_commit_of_racing_threads_with_one_expectation_lets_exactly_one_win(stor
     assert len(winners) == 1
     assert store.get("global", "A") == f"w{winners[0]}"
     assert store.get_all("global/history") == {"000000000001": {"by": winners[0]}}
+
+
+def test_commit_fills_replaced_fields_with_what_its_writes_replace(store):
+    def entry(key: str, new: str, shown: str | None = None) -> tuple[str, dict]:
+        old = Replaced("global", key, absent="default", shown=shown)
+        return ("global/history", {"key": key, "old": old, "new": new})
+
+    assert store.commit({"global": {"A": "x"}}, log=[entry("A", "x")]) == 1
+    assert store.commit({"global": {"A": "x"}}, log=[entry("A", "x")]) == 0  # the same value
+    assert store.commit({"global": {"B": "default"}}, log=[entry("B", "default")]) == 0
+    index = store.commit(
+        {"global": {"A": "y", "B": "secret", "C": "default"}},
+        log=[entry("A", "y"), entry("C", "default"), entry("B", "***", shown="***"),
+             ("user:3/history", {"plain": 1})],
+    )  # fmt: skip
+    assert index == 4  # the entry of C (left as it was) takes no index
+    assert store.get(COUNTERS, CHANGES) == 4
+    assert store.get_all("global") == {"A": "y", "B": "secret", "C": "default"}
+    assert store.get_all("global/history") == {
+        "000000000001": {"key": "A", "old": "default", "new": "x"},
+        "000000000002": {"key": "A", "old": "x", "new": "y"},
+        "000000000003": {"key": "B", "old": "***", "new": "***"},
+    }
+    assert store.get_all("user:3/history") == {"000000000004": {"plain": 1}}
+    assert store.commit(
+        {"global": {"A": "z"}}, expect={"global": {"A": "x"}}, log=[entry("A", "z")]
+    ) is None
+    with pytest.raises(ValueError, match="does not write"):
+        store.commit({"global": {"A": "z"}}, log=[entry("B", "z")])
+    assert store.get("global", "A") == "y" and store.get(COUNTERS, CHANGES) == 4
+
+
+def test_commit_of_racing_writers_logs_a_chain_of_what_each_replaced(store):
+    """Writers of one key that check nothing all win, and each entry's ``old`` is the value
+    the entry before it wrote: the history never skips or repeats a value."""
+    barrier = threading.Barrier(8)
+
+    def write(n: int) -> None:
+        barrier.wait()
+        for round_ in range(10):
+            value = f"w{n}.{round_}"
+            old = Replaced("global", "A", absent="start")
+            assert store.commit(
+                {"global": {"A": value}}, log=[("global/history", {"old": old, "new": value})]
+            ) is not None
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(write, range(8)))
+    entries = [v for _, v in sorted(store.get_all("global/history").items())]
+    assert len(entries) == 80 and store.get(COUNTERS, CHANGES) == 80
+    assert [e["old"] for e in entries] == ["start"] + [e["new"] for e in entries[:-1]]
+    assert store.get("global", "A") == entries[-1]["new"]
 
 
 def test_sqlite_commit_undoes_every_row_when_the_store_fails_partway(tmp_path):

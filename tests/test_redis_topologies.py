@@ -44,7 +44,7 @@ from test_backends import (  # noqa: F401
     test_unicode_namespaces_and_keys,
 )
 
-from backends import store_from_url
+from backends import Replaced, store_from_url
 from settings_server import create_app
 
 pytestmark = pytest.mark.slow
@@ -261,6 +261,24 @@ def test_cluster_commit_is_atomic_per_group_with_store_wide_indexes(cluster_url)
         log=[("user:5/history", {"key": "B"})],
     ) is None
     assert store.get_all("user:5/user") == {"B": "2"}
+    store.close()
+
+
+def test_cluster_commit_fills_replaced_fields_in_each_group(cluster_url):
+    store = store_from_url(_with_prefix(cluster_url))
+
+    def entry(namespace: str, key: str, new: str) -> tuple[str, dict]:
+        old = Replaced(namespace, key, absent="d")
+        return (namespace.split("/")[0] + "/history", {"key": key, "old": old, "new": new})
+
+    writes = {"global": {"A": "1"}, "user:5/user": {"B": "d"}}
+    assert store.commit(writes, log=[entry("global", "A", "1"), entry("user:5/user", "B", "d")])
+    assert store.get_all("global/history") == {"000000000001": {"key": "A", "old": "d", "new": "1"}}
+    assert store.get_all("user:5/history") == {}  # B stayed at its default: no entry
+    assert store.commit({"global": {"A": "2"}}, log=[entry("global", "A", "2")]) == 3
+    assert store.get_all("global/history")["000000000003"] == {"key": "A", "old": "1", "new": "2"}
+    with pytest.raises(ValueError, match="group"):
+        store.commit({"global": {"A": "3"}}, log=[("user:5/history", entry("global", "A", "3")[1])])
     store.close()
 
 
