@@ -30,7 +30,13 @@ class _Copy:
     def covers(self, keys: list[str] | None) -> bool:
         if self.whole:
             return True
-        return keys is not None and all(k in self.values or k in self.absent for k in keys)
+        if keys is None:
+            return False
+        values, absent = self.values, self.absent
+        for key in keys:  # a loop, not all(): every read asks, mostly for one or two keys
+            if key not in values and key not in absent:
+                return False
+        return True
 
     def read(self, keys: list[str] | None) -> dict[str, Any]:
         if keys is None:
@@ -58,11 +64,12 @@ class Copies:
 
     def held(self, requests: dict[str, list[str] | None]) -> dict[str, dict[str, Any]]:
         """The requests these copies answer whole (a namespace's keys, or all of it)."""
-        return {
-            namespace: self._copies[namespace].read(keys)
-            for namespace, keys in requests.items()
-            if namespace in self._copies and self._copies[namespace].covers(keys)
-        }
+        held = {}
+        for namespace, keys in requests.items():
+            copy = self._copies.get(namespace)
+            if copy is not None and copy.covers(keys):
+                held[namespace] = copy.read(keys)
+        return held
 
     def keep(self, requests: dict[str, list[str] | None], found: dict[str, dict[str, Any]]) -> None:
         """Remember what a read of ``requests`` found."""

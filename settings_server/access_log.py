@@ -25,8 +25,9 @@ import logging
 import os
 import sys
 from datetime import UTC, datetime
+from typing import Any
 
-from flask import Flask, Response, g, request
+from flask import Flask, Request, Response
 
 LOGGER = logging.getLogger("settings_server.access")
 LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -77,21 +78,22 @@ def init_app(app: Flask) -> None:
     configure_logging(app.config.get("SETTINGS_LOG_LEVEL") or "info")
 
 
-def log_request(response: Response, seconds: float | None) -> None:
-    """Log the current request, answered with ``response`` ``seconds`` after it began."""
+def log_request(response: Response, seconds: float | None, current: Request, state: Any) -> None:
+    """Log the request ``current`` (``state``: its ``flask.g``), answered with ``response``
+    ``seconds`` after it began."""
     if not LOGGER.isEnabledFor(logging.INFO):
         return
-    user = g.get("user")
+    user = state.get("user")
     line = {
         "time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "event": "request",
-        "method": request.method,
-        "path": request.path[:MAX_PATH],
+        "method": current.method,
+        "path": current.path[:MAX_PATH],
         "status": response.status_code,
         "duration_ms": round(seconds * 1000, 2) if seconds is not None else None,
         "user": user.id if user is not None else None,
-        "auth": g.get("auth_scheme"),
-        "remote": request.remote_addr,
+        "auth": state.get("auth_scheme"),
+        "remote": current.remote_addr,
         "pid": os.getpid(),
     }
     LOGGER.info(json.dumps(line, ensure_ascii=True))

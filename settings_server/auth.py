@@ -31,16 +31,16 @@ import re
 import secrets
 import threading
 from collections.abc import Mapping
-from typing import Any, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
-from flask import Flask, Response, current_app, g, request
+from flask import Flask, Request, Response, current_app, g, request
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from backends import KeyValueStore
 
 from . import security
 from .errors import NOT_AUTHENTICATED, PERMISSION_DENIED, fail_detail
-from .tokens import TokenRejected, TokenStore
+from .tokens import TokenRejected, TokenStore, token_digest
 from .users import DuplicateUser, User, UserDirectory
 
 WWW_AUTHENTICATE = {"WWW-Authenticate": "Token"}
@@ -217,23 +217,49 @@ def init_app(app: Flask) -> None:
     app.extensions["settings_auth"] = Authenticator(app.extensions["settings_store"], app.config)
 
 
-def authenticate() -> None:
+class Credentials(NamedTuple):
+    """A request's ``Authorization`` header as DRF splits it, read once for both planning
+    the request's reads and authenticating it."""
+
+    parts: list[str]
+    keyword: str  # the first part, lower case ("" without a header)
+    #: for ``Token <key>``, the digest the key is stored under (None if not token-shaped)
+    token_digest: str | None
+
+
+def credentials(current: Request) -> Credentials:
+    """The current request's :class:`Credentials`."""
+    parts = _credentials(current.environ.get("HTTP_AUTHORIZATION", ""))
+    keyword = parts[0].lower() if parts else ""
+    shaped = keyword == "token" and len(parts) == 2
+    return Credentials(parts, keyword, token_digest(parts[1]) if shaped else None)
+
+
+def authenticate(
+    current: Request | None = None,
+    app: Flask | None = None,
+    state: Any = None,
+    given: Credentials | None = None,
+) -> None:
     """Authenticate the current ``/api/`` request into ``g.user`` and ``g.auth_scheme``; 401
-    for invalid credentials."""
-    current = request._get_current_object()  # one context lookup (the request path is measured)
-    state = g._get_current_object()
+    for invalid credentials. The request, app, ``g`` and :func:`credentials` may be passed
+    when the caller has them."""
+    if current is None:
+        current = request._get_current_object()  # type: ignore[attr-defined]
+    if state is None:
+        state = g._get_current_object()  # type: ignore[attr-defined]
     state.user = None
     state.auth_scheme = None
     if current.path in UNAUTHENTICATED_PATHS:
         return
-    auth = authenticator()
+    auth = authenticator(app)
     auth.bootstrap_once()
-    parts = _credentials(current.environ.get("HTTP_AUTHORIZATION", ""))
-    keyword = parts[0].lower() if parts else ""
+    given = given or credentials(current)
+    keyword = given.keyword
     if keyword == "token":
-        state.user, state.auth_scheme = _token_user(auth, parts), "token"
+        state.user, state.auth_scheme = _token_user(auth, given), "token"
     elif keyword == "basic":
-        state.user, state.auth_scheme = _basic_user(auth, parts), "basic"
+        state.user, state.auth_scheme = _basic_user(auth, given.parts), "basic"
     else:
         cookie = current.cookies.get(SESSION_COOKIE) if "HTTP_COOKIE" in current.environ else None
         user = auth.user_from_session(cookie) if cookie else None
@@ -248,25 +274,24 @@ def _credentials(header: str) -> list[str]:
     return _HEADER_SPACE.split(header.strip(" \t\n\r\x0b\x0c")) if header.strip() else []
 
 
-def planned_reads() -> tuple[int | None, dict[str, list[str]]]:
+def planned_reads(
+    current: Request, app: Flask, given: Credentials
+) -> tuple[int | None, dict[str, list[str]]]:
     """What authenticating this request will read (to fetch it in one round trip with the
     request's other reads), and the user's id when known without reading."""
-    current = request._get_current_object()
-    if current.path in UNAUTHENTICATED_PATHS:
+    if current.path in UNAUTHENTICATED_PATHS or given.token_digest is None:
         return None, {}
-    parts = _credentials(current.environ.get("HTTP_AUTHORIZATION", ""))
-    if len(parts) == 2 and parts[0].lower() == "token":
-        return authenticator().tokens.planned_reads(parts[1])
-    return None, {}
+    return authenticator(app).tokens.planned_reads(given.token_digest)
 
 
-def _token_user(auth: Authenticator, parts: list[str]) -> User:
+def _token_user(auth: Authenticator, given: Credentials) -> User:
+    parts = given.parts
     if len(parts) == 1:
         _unauthorized("Invalid token header. No credentials provided.")
     if len(parts) > 2:
         _unauthorized("Invalid token header. Token string should not contain spaces.")
     try:
-        user, _ = auth.tokens.authenticate(parts[1])
+        user, _ = auth.tokens.authenticate_digest(given.token_digest)
     except TokenRejected as exc:
         _unauthorized(str(exc))
     return user
@@ -319,9 +344,10 @@ def password_user(auth: Authenticator, username: str, password: str) -> User | N
     return user
 
 
-def current_user() -> User | None:
-    """The authenticated user of this request, or ``None``."""
-    return g.get("user")
+def current_user(state: Any = None) -> User | None:
+    """The authenticated user of this request, or ``None`` (``state``: the request's
+    ``flask.g``, when the caller has it)."""
+    return (g if state is None else state).get("user")
 
 
 def require_user() -> User:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from flask import Response
@@ -37,9 +38,35 @@ def json_response(body: Any, status: int = 200, *, spaced: bool = False) -> Resp
     return raw_json_response(json.dumps(body) if spaced else compact(body), status)
 
 
-def raw_json_response(text: str, status: int = 200) -> Response:
+def raw_json_response(text: str | bytes, status: int = 200) -> Response:
     """A response whose body is JSON text already."""
-    return Response(text, status=status, mimetype="application/json")
+    return JSONResponse(text, status=status, mimetype="application/json")
+
+
+class JSONResponse(Response):
+    """A JSON answer, whose headers go out as they are when werkzeug has nothing to fix.
+
+    On the way out werkzeug copies a response's headers, checking every value again, to fix
+    a relative ``Location`` or ``Content-Location``, drop ``Content-Length`` for 1xx, 204 and
+    304, or add a missing one. A JSON answer has its length from the start (``set_data``)
+    and is not a redirect, so there is usually nothing to fix; when something is, werkzeug
+    does it. Measured with ``bench/inprocess.py --instructions`` (Redis): a global detail
+    876k instructions with the copy, 830k without; the global list 997k, 956k."""
+
+    def get_wsgi_headers(self, environ: Any) -> Any:
+        status = self.status_code
+        if status >= 200 and status not in (204, 304):
+            length = False
+            for key, _value in self.headers:
+                name = key.lower()
+                if name == "content-length":
+                    length = True
+                elif name in ("location", "content-location"):
+                    break
+            else:
+                if length:
+                    return self.headers
+        return super().get_wsgi_headers(environ)
 
 
 def slot(name: str) -> str:
@@ -54,6 +81,38 @@ class Row(NamedTuple):
     key: str
     name: str
     json: str
+
+
+def json_array(rows: Sequence[Row]) -> str:
+    """The JSON array of ``rows``."""
+    return f"[{','.join([row.json for row in rows])}]"
+
+
+class FixedRows(list[Row]):
+    """Rows that are never changed once made (served again while what they show is
+    unchanged): what is rendered from them (the whole array, a page) is encoded once, when
+    first asked for, and kept with them (up to :attr:`KEPT` renderings)."""
+
+    KEPT = 64
+    _rendered: dict[Any, bytes] | None = None
+
+    def rendered(self, key: Any, render: Callable[[], str]) -> bytes:
+        """``render()`` UTF-8, made once for each ``key`` (which names all it depends on
+        besides these rows)."""
+        if self._rendered is None:
+            self._rendered = {}
+        try:
+            return self._rendered[key]
+        except KeyError:
+            pass
+        if len(self._rendered) >= self.KEPT:
+            self._rendered.clear()
+        text = self._rendered[key] = render().encode()
+        return text
+
+    def array(self) -> bytes:
+        """:func:`json_array` of these rows, UTF-8."""
+        return self.rendered(None, lambda: json_array(self))
 
 
 class RowTemplate:

@@ -22,7 +22,7 @@ import ipaddress
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from flask import Flask, Response, current_app, request
+from flask import Flask, Request, Response, current_app
 from werkzeug.exceptions import RequestEntityTooLarge, RequestTimeout
 
 from .rendering import json_response
@@ -63,14 +63,14 @@ def throttle() -> LoginThrottle:
     return current_app.extensions["settings_throttle"]
 
 
-def refuse_unread_body() -> Response | None:
+def refuse_unread_body(current: Request, app: Flask) -> Response | None:
     """413 for a body over the limit, 408 for a chunked body that was not sent in time."""
-    environ = request.environ
+    environ = current.environ
     if TOO_LARGE in environ:
         return _too_large()
     if TOO_SLOW in environ:
         return json_response({"detail": environ[TOO_SLOW].description}, 408)
-    if environ.get("CONTENT_LENGTH") and (request.content_length or 0) > current_app.config[
+    if environ.get("CONTENT_LENGTH") and (current.content_length or 0) > app.config[
         "MAX_CONTENT_LENGTH"
     ]:
         return _too_large()
@@ -89,16 +89,18 @@ def _too_large(_exc: Exception | None = None) -> Response:
     return json_response({"detail": f"Request body too large: the limit is {limit} bytes."}, 413)
 
 
-def add_security_headers(response: Response) -> None:
+def add_security_headers(response: Response, current: Request) -> None:
     """:data:`SECURITY_HEADERS` (added, not set: no view sets them itself, and ``set`` scans
     the headers for each name), and ``Cache-Control: no-store`` for a request with
     credentials (set: static files come with a ``Cache-Control`` of their own)."""
-    response.headers.extend(_HEADERS)
-    environ = request.environ
+    headers = response.headers
+    for name, value in _HEADERS:
+        headers.add(name, value)
+    environ = current.environ
     if "HTTP_AUTHORIZATION" in environ or (
-        "HTTP_COOKIE" in environ and SESSION_COOKIE in request.cookies
+        "HTTP_COOKIE" in environ and SESSION_COOKIE in current.cookies
     ):
-        response.headers["Cache-Control"] = "no-store"
+        headers["Cache-Control"] = "no-store"
 
 
 class ChunkedBodyLimit:

@@ -29,10 +29,11 @@ from backends import KeyValueStore, Replaced, StorageUnavailable
 from .fields import WireValue, load_value
 from .history import Change, History
 from .registry import SettingDefinition, SettingsRegistry
-from .rendering import Row, RowTemplate, compact, encode_string, slot
+from .rendering import FixedRows, Row, RowTemplate, compact, encode_string, slot
 from .validators import Context
 
 PK_STRIDE = 10_000  # room for this many keys per kind; ordinals beyond it are refused
+KEPT_DETAILS = 1024  # details kept with the stored values they were made from (see ``get``)
 MISSING = object()  # a write body without a ``value``
 PINNED = "This setting is fixed by the server configuration."
 UNKNOWN = "No such setting."
@@ -64,7 +65,7 @@ class PreconditionFailed(Exception):
     """The caller's ``If-Match`` no longer names the setting's value (answered 412)."""
 
 
-class Listing(list[Row]):
+class Listing(FixedRows):
     """A kind's rows (see :meth:`SettingsService.list`) and their strong ETag."""
 
     version: str = ""
@@ -215,6 +216,8 @@ class SettingsService:
         self._templates: dict[Kind, dict[str, RowTemplate]] = {kind: {} for kind in KINDS.values()}
         self._ordinals: dict[Kind, dict[str, int]] = {}
         self._last_list: dict[Kind, tuple[int | None, dict, list[Row]]] = {}
+        #: (kind, key, user id) -> the stored values a detail was made from, and the detail
+        self._last_details: dict[tuple[Kind, str, int | None], tuple[dict, Detail]] = {}
         self._keys_by_ordinal: dict[Kind, dict[int, str]] = {}
         self._lock = threading.Lock()
 
@@ -249,7 +252,17 @@ class SettingsService:
     def get(self, kind: Kind, key: str, user_id: int | None = None) -> Detail:
         """One setting by key (case-insensitive); :class:`SettingNotFound` if not served."""
         definition = self._definition(kind, key)
-        return self._detail(kind, definition, self._read(kind, definition, user_id), user_id)
+        stored = self._read(kind, definition, user_id)
+        kept = (kind, definition.key, user_id)
+        last = self._last_details.get(kept)
+        if last is not None and last[0] == stored:
+            return last[1]  # the same stored values make the same detail
+        detail = self._detail(kind, definition, stored, user_id)
+        if definition.default_factory is None:  # a generated default is written when read
+            if len(self._last_details) >= KEPT_DETAILS:
+                self._last_details.clear()
+            self._last_details[kept] = (stored, detail)
+        return detail
 
     def _etag(self, kind: Kind, definition: SettingDefinition, stored: Mapping, user_id) -> str:
         """The strong ETag (unquoted) of a setting: changes exactly when what its detail
@@ -281,6 +294,7 @@ class SettingsService:
                 raise ValueError(f"{definition.key}: {messages}") from None
         self._pinned = pinned
         self._last_list.clear()
+        self._last_details.clear()
 
     def pinned(self, kind: Kind, key: str) -> bool:
         return kind is GLOBAL and str(key).upper() in self._pinned

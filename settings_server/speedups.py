@@ -26,7 +26,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from flask import Flask, Response, current_app, request
+from flask import Flask, Request, Response, current_app, request
 
 from backends import DefersWrites, StorageUnavailable
 from backends.readahead import ReadAheadStore
@@ -49,7 +49,7 @@ class Speedups:
         self.deferring = store.store if isinstance(store.store, DefersWrites) else None
         #: What every request may read besides authentication and its view (see
         #: :func:`also_read`).
-        self.planners: list[Callable[[], dict[str, list[str]]]] = []
+        self.planners: list[Callable[[Request], dict[str, list[str]]]] = []
         self._view_planners: dict[str, Planner | None] = {}  # endpoint -> its view's planner
 
     def planner(self, app: Flask, endpoint: str) -> Planner | None:
@@ -72,9 +72,9 @@ def init_app(app: Flask) -> None:
     app.extensions[EXTENSION] = Speedups(store)
 
 
-def also_read(app: Flask, planner: Callable[[], dict[str, list[str]]]) -> None:
-    """Add ``planner`` (``() -> {namespace: keys}`` for the current request) to what every
-    request's read-ahead fetches: for a hook that reads, as ``X-Settings-Index`` does."""
+def also_read(app: Flask, planner: Callable[[Request], dict[str, list[str]]]) -> None:
+    """Add ``planner`` (``(request) -> {namespace: keys}``) to what every request's
+    read-ahead fetches: for a hook that reads, as ``X-Settings-Index`` does."""
     app.extensions[EXTENSION].planners.append(planner)
 
 
@@ -82,20 +82,18 @@ def _speedups() -> Speedups:
     return current_app.extensions[EXTENSION]
 
 
-def begin_request() -> None:
+def begin_request(current: Request, app: Flask, credentials: auth.Credentials) -> None:
     """Fetch what authentication and the view will read, in one round trip, and start
     deferring an unsafe request's writes."""
-    current = request._get_current_object()  # one context lookup (the request path is measured)
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
     speedups: Speedups = app.extensions[EXTENSION]
     rule = current.url_rule
     if rule is not None:
-        user_id, reads = auth.planned_reads()
+        user_id, reads = auth.planned_reads(current, app, credentials)
         planner = speedups.planner(app, rule.endpoint)
         if planner is not None:
             reads.update(planner(user_id, current.view_args or {}, current.method))
         for also in speedups.planners:
-            for namespace, keys in also().items():
+            for namespace, keys in also(current).items():
                 held = reads.get(namespace, [])
                 reads[namespace] = None if held is None else [*held, *keys]
         if reads:
@@ -104,12 +102,12 @@ def begin_request() -> None:
         speedups.deferring.defer_writes()
 
 
-def settle_writes(response: Response) -> Response:
+def settle_writes(response: Response, current: Request, app: Flask) -> Response:
     """Wait for the answers to the request's deferred writes before the response leaves:
     503 if one failed. The first after-request step, so that the others (headers, metrics,
     log) see the status the client gets."""
-    deferring = _speedups().deferring
-    if deferring is not None and request.method not in auth.SAFE_METHODS:
+    deferring = app.extensions[EXTENSION].deferring
+    if deferring is not None and current.method not in auth.SAFE_METHODS:
         try:
             deferring.settle()
         except StorageUnavailable as exc:

@@ -37,6 +37,7 @@ NAME_MAX_LENGTH = 100
 
 _TOKEN = re.compile(r"inv-[0-9a-f]{40}-[0-9]{8}")
 _REMEMBERED_OWNERS = 10_000
+_PARSED_TOKENS = 256
 
 
 def utc_now() -> datetime:
@@ -51,6 +52,12 @@ def user_index(user_id: int) -> str:
 def digest(key: str) -> str:
     """What is stored in place of the token: its SHA-256, hex."""
     return hashlib.sha256(key.encode()).hexdigest()
+
+
+def token_digest(key: str) -> str | None:
+    """The digest ``key`` would be stored under, or ``None`` for a key that is not shaped
+    like a token (refused without a read)."""
+    return digest(key) if _TOKEN.fullmatch(key) else None
 
 
 class InvalidTokenName(ValueError):
@@ -147,13 +154,16 @@ class TokenStore:
         self._users = users
         self.now = now
         self._owners: dict[str, int] = {}  # digest -> owner's id: a token never changes hands
+        # digest -> the record last read and the token made from it, for a few recent tokens:
+        # an unchanged record is not parsed again (a few, as every one costs ~1.5 kB)
+        self._parsed: dict[str, tuple[dict[str, Any], ApiToken]] = {}
 
-    def planned_reads(self, key: str) -> tuple[int | None, dict[str, list[str]]]:
-        """What :meth:`authenticate` will read for ``key`` (to fetch it all in one round trip),
-        and the owner's id when this process has seen the token before."""
-        if not _TOKEN.fullmatch(key):
+    def planned_reads(self, token_digest: str | None) -> tuple[int | None, dict[str, list[str]]]:
+        """What :meth:`authenticate_digest` will read for ``token_digest`` (see
+        :func:`token_digest`), to fetch it all in one round trip, and the owner's id when this
+        process has seen the token before."""
+        if token_digest is None:
             return None, {}
-        token_digest = digest(key)
         owner = self._owners.get(token_digest)
         if owner is None:
             return None, {TOKENS: [token_digest]}
@@ -209,13 +219,23 @@ class TokenStore:
         """The active user and the token for ``key``: two store reads (token, user). Raises
         :class:`TokenRejected` with the §3.1 message for an unknown, revoked or expired token or
         an inactive owner."""
-        if not _TOKEN.fullmatch(key):
+        return self.authenticate_digest(token_digest(key))
+
+    def authenticate_digest(self, token_digest: str | None) -> tuple[User, ApiToken]:
+        """:meth:`authenticate` of the key whose :func:`token_digest` this is."""
+        if token_digest is None:
             raise TokenRejected("Invalid token.")
-        token_digest = digest(key)
         record = self._store.get(TOKENS, token_digest)
         if record is None:
             raise TokenRejected("Invalid token.")
-        token = ApiToken.from_record(record, token_digest)
+        parsed = self._parsed.get(token_digest)
+        if parsed is not None and parsed[0] == record:
+            token = parsed[1]
+        else:
+            token = ApiToken.from_record(record, token_digest)
+            if len(self._parsed) >= _PARSED_TOKENS:
+                self._parsed.clear()
+            self._parsed[token_digest] = (dict(record), token)
         if len(self._owners) >= _REMEMBERED_OWNERS:
             self._owners.clear()
         self._owners[token_digest] = token.user_id

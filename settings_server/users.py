@@ -38,6 +38,7 @@ _DUMMY_HASH = generate_password_hash("settings-server: no such user")
 
 _CAS_ATTEMPTS = 20
 _REMEMBERED_PASSWORDS = 1024
+_REMEMBERED_USERS = 256  # records kept with the User made from them
 
 
 class UserError(Exception):
@@ -101,6 +102,10 @@ class UserDirectory:
         # every request. A changed hash (new password) misses, so it is checked again.
         self._verified: dict[tuple[int, str], bytes] = {}
         self._verified_key = secrets.token_bytes(32)
+        # id -> the record last read and the user made from it, for a few recent users (an
+        # unchanged record is not made into a User again: token authentication reads it on
+        # every request; a few, as every one costs ~1.3 kB)
+        self._read: dict[int, tuple[dict[str, Any], User]] = {}
 
     def create(
         self,
@@ -156,7 +161,16 @@ class UserDirectory:
         """The user with ``user_id``, or ``None`` (one store round trip)."""
         ((namespace, (key,)),) = self.planned_reads(user_id).items()
         record = self._store.get(namespace, key)
-        return None if record is None else User.from_record(record)
+        if record is None:
+            return None
+        read = self._read.get(user_id)
+        if read is not None and read[0] == record:
+            return read[1]
+        user = User.from_record(record)
+        if len(self._read) >= _REMEMBERED_USERS:
+            self._read.clear()
+        self._read[user_id] = (dict(record), user)
+        return user
 
     @staticmethod
     def planned_reads(user_id: int) -> dict[str, list[str]]:

@@ -442,6 +442,26 @@ def test_huge_limit_returns_everything(client, user_h):
     assert_body(resp, 200, {"count": 136, "next": None, "previous": None, "results": rows})
 
 
+def test_kept_answers_follow_a_write(client, user_h, staff_h):
+    """A detail, the whole list and a page are each kept while the stored values stay the
+    same: the read after a write shows it in every one of them."""
+    detail = G + "INVENTREE_INSTANCE/"
+    pk = client.get(detail, headers=user_h).get_json()["pk"]
+    rows = client.get(G, headers=user_h).get_json()
+    page = f"?limit=1&offset={[r['pk'] for r in rows].index(pk)}"
+    before = client.get(detail, headers=user_h)
+    client.get(G + page, headers=user_h)
+    client.patch(detail, json={"value": "kept"}, headers=staff_h)
+    after = client.get(detail, headers=user_h)
+    assert after.get_json()["value"] == "kept"
+    assert after.headers["ETag"] != before.headers["ETag"]
+    assert after.headers["X-Setting-Source"] == "stored"
+    assert [r["value"] for r in client.get(G, headers=user_h).get_json() if r["pk"] == pk] == [
+        "kept"
+    ]
+    assert client.get(G + page, headers=user_h).get_json()["results"][0]["value"] == "kept"
+
+
 def test_pagination_urls_sort_params_spec_example(client, user_h):
     """§6.2 observed example: parameters sorted by name, unknown ones preserved."""
     resp = client.get(G + "?search=PART&limit=2&offset=2&ordering=-key&zzz=1&aaa=2", headers=user_h)

@@ -29,10 +29,10 @@ from marshmallow import (
 from .. import auth
 from ..errors import PERMISSION_DENIED, fail_detail, not_found
 from ..history import History, parse_timestamp
-from ..rendering import raw_json_response
+from ..rendering import json_array, raw_json_response
 from ..service import GLOBAL, KINDS, USER, Kind, SettingNotFound
 from . import schemas
-from .drf import BODY, Blueprint, RowPage, json_array
+from .drf import BODY, Blueprint, RowPage
 from .settings import caller_first, detail_response, service
 
 blp = Blueprint(

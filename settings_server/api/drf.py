@@ -31,7 +31,7 @@ from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load
 from webargs.flaskparser import FlaskParser
 
 from ..errors import fail, fail_detail
-from ..rendering import Row, compact, raw_json_response
+from ..rendering import FixedRows, Row, compact, json_array, raw_json_response
 
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 BODY = "body"  # the location of a write body: JSON, form or multipart, by content type
@@ -148,10 +148,6 @@ class LimitOffset(Schema):
         return LimitOffsetParameters(data["limit"], data["offset"] or 0)
 
 
-def json_array(rows: Sequence[Row]) -> str:
-    return f"[{','.join([row.json for row in rows])}]"
-
-
 class RowPage(Page):
     """One page of pre-rendered rows, as DRF's ``LimitOffsetPagination`` renders it."""
 
@@ -164,12 +160,19 @@ class RowPage(Page):
     def response(self) -> Response:
         params = self.page_params
         limit, offset, count = params.page_size, params.offset, self.item_count
-        page = compact({
+        head = {
             "count": count,
             "next": _page_url(limit, offset + limit) if offset + limit < count else None,
             "previous": _page_url(limit, offset - limit) if offset > 0 else None,
-        })
-        return raw_json_response(f'{page[:-1]},"results":{json_array(self.items)}}}')
+        }
+
+        def render() -> str:
+            return f'{compact(head)[:-1]},"results":{json_array(self.items)}}}'
+
+        rows = self.collection
+        if isinstance(rows, FixedRows):  # the same page of the same rows: made once
+            return raw_json_response(rows.rendered((limit, offset, *head.values()), render))
+        return raw_json_response(render())
 
 
 #: The environ entries a page URL is made from (with ``limit`` and ``offset``).
@@ -239,7 +242,8 @@ class Blueprint(flask_smorest.Blueprint):
                     limit = min(params.page_size or default_limit, max_limit or default_limit)
                     params = LimitOffsetParameters(limit, params.offset)
                 if params.page_size is None:
-                    return raw_json_response(json_array(rows))
+                    array = rows.array() if isinstance(rows, FixedRows) else json_array(rows)
+                    return raw_json_response(array)
                 return pager(rows, params).response()
 
             wrapper._apidoc = copy.deepcopy(getattr(wrapper, "_apidoc", {}))

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from flask import Flask, Response, current_app, g, request, stream_with_context
+from flask import Flask, Request, Response, current_app, request, stream_with_context
 from flask.views import MethodView
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
@@ -66,26 +66,27 @@ def feed() -> ChangeFeed:
     return current_app.extensions["settings_feed"]
 
 
-def history() -> History:
-    return current_app.extensions["settings_history"]
+def history(app: Flask | None = None) -> History:
+    return (app or current_app).extensions["settings_history"]
 
 
-def planned_reads() -> dict[str, list[str]]:
+def planned_reads(current: Request) -> dict[str, list[str]]:
     """What :func:`note_index` reads, for the request's read-ahead batch."""
-    return {COUNTERS: [CHANGES]} if request.path.startswith(INDEXED_PATHS) else {}
+    return {COUNTERS: [CHANGES]} if current.path.startswith(INDEXED_PATHS) else {}
 
 
-def note_index() -> None:
-    """Remember the change index for ``X-Settings-Index`` (a signed-in caller's settings
-    request only: the index is nobody else's business)."""
-    if request.path.startswith(INDEXED_PATHS) and auth.current_user() is not None:
-        g.settings_index = history().index()
+def note_index(current: Request, app: Flask, state: Any) -> None:
+    """Remember the change index for ``X-Settings-Index`` in ``state`` (the request's
+    ``flask.g``), for a signed-in caller's settings request only: the index is nobody else's
+    business."""
+    if current.path.startswith(INDEXED_PATHS) and auth.current_user(state) is not None:
+        state.settings_index = history(app).index()
 
 
-def add_index_header(response: Response) -> Response:
-    index = g.get("settings_index")
+def add_index_header(response: Response, state: Any) -> Response:
+    index = state.get("settings_index")
     if index is not None and INDEX_HEADER not in response.headers:
-        response.headers[INDEX_HEADER] = str(index)
+        response.headers.add(INDEX_HEADER, str(index))  # (``set`` would look for it again)
     return response
 
 

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 from flask import Response, current_app, request
 from flask.views import MethodView
+from werkzeug.http import quote_etag
 from werkzeug.routing import BaseConverter
 
 from .. import auth
@@ -55,7 +56,10 @@ STALE = "The setting has changed since it was read: its ETag no longer matches I
 
 def unchanged(tag: str) -> Response | None:
     """304 with no body when the request's ``If-None-Match`` names ``tag``."""
-    if request.if_none_match and request.if_none_match.contains_weak(tag):
+    current = request._get_current_object()  # type: ignore[attr-defined]
+    if "HTTP_IF_NONE_MATCH" not in current.environ:
+        return None  # (werkzeug parses an absent header into an empty set first)
+    if current.if_none_match and current.if_none_match.contains_weak(tag):
         response = Response(status=304)
         response.set_etag(tag)
         return response
@@ -73,8 +77,9 @@ def if_match() -> Any:
 
 def detail_response(detail: Detail) -> Response:
     response = raw_json_response(detail.row.json)
-    response.set_etag(detail.etag)
-    response.headers["X-Setting-Source"] = detail.source
+    # added, not set: a new response has neither (``set`` scans the headers for the name)
+    response.headers.add("ETag", quote_etag(detail.etag))
+    response.headers.add("X-Setting-Source", detail.source)
     return response
 
 

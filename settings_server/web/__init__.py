@@ -19,6 +19,7 @@ from typing import Any
 from flask import (
     Blueprint,
     Flask,
+    Request,
     Response,
     current_app,
     g,
@@ -82,10 +83,10 @@ def init_app(app: Flask) -> None:
     app.add_url_rule("/", "root_redirect", lambda: redirect(url_for("page.settings"), 302))
 
 
-def add_content_security_policy(response: Response) -> Response:
+def add_content_security_policy(response: Response, current: Request) -> Response:
     """The page's answers let the browser load and reach nothing but this server (a step of
     :mod:`settings_server.pipeline`)."""
-    if request.blueprint == "page":
+    if current.blueprint == "page":
         response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
     return response
 
