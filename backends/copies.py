@@ -76,17 +76,19 @@ class Copies:
         if len(self._copies) + len(requests) > MAX_NAMESPACES:
             self._copies.clear()
         for namespace, keys in requests.items():
-            copy = self._copies.setdefault(namespace, _Copy())
-            copy.keep(keys, found[namespace])
-            if len(copy.values) + len(copy.absent) > MAX_KEYS:
-                del self._copies[namespace]
+            self._keep(namespace, self._copies.setdefault(namespace, _Copy()), keys, found[namespace])
 
     def update(self, namespace: str, keys: list[str], found: dict[str, Any]) -> None:
         """Follow a write of ``keys`` (those in ``found`` now hold these values, the others
         are gone) in a copy already held; nothing is added for a namespace not held."""
         copy = self._copies.get(namespace)
         if copy is not None:
-            copy.keep(keys, found)
+            self._keep(namespace, copy, keys, found)
+
+    def _keep(self, namespace: str, copy: _Copy, keys: list[str] | None, found: dict[str, Any]) -> None:
+        copy.keep(keys, found)
+        if len(copy.values) + len(copy.absent) > MAX_KEYS:  # followed writes count too
+            del self._copies[namespace]
 
     def drop(self, namespaces: Iterable[str]) -> None:
         for namespace in namespaces:

@@ -434,7 +434,7 @@ def apply_import(
     log = history.log(changes, None, "import") if history is not None else []
     index = store.commit(entries, log=log)
     if history is not None:
-        history.committed(index)
+        history.committed(index, len(log))
     return entries
 
 

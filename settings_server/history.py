@@ -12,6 +12,7 @@ the highest id it dropped so that a reader after an index can tell that somethin
 
 from __future__ import annotations
 
+import heapq
 import json
 import logging
 import threading
@@ -30,7 +31,8 @@ SOURCES = ("api", "bulk", "import", "restore")
 FIELDS = ("id", "kind", "key", "user", "old", "new", "actor", "actor_name", "source", "timestamp")
 #: The counter that holds the highest id :meth:`History.trim` has deleted.
 TRIMMED = "history_trimmed"
-#: Views of the history (one per set of namespaces: a user's) a process keeps between changes.
+#: Views of the history (one per set of namespaces: a user's), and namespaces read, that a
+#: process keeps between changes.
 KEPT_VIEWS = 256
 #: Entries a process keeps rendered.
 KEPT_TEXTS = 8192
@@ -83,11 +85,13 @@ class History:
         """``limit``: entries kept per setting; 0 turns history off (nothing is logged)."""
         self.store = store
         self.limit = limit
-        # namespaces -> (change index, what _visible found): every entry is written with the
-        # index it takes, so while the index stands the retained entries do too (a trim only
-        # deletes entries readers no longer see). Not on stores whose indexes are taken
-        # before their entries are written (atomic_across_groups false: Redis Cluster).
-        self._seen: dict[tuple[str, ...], tuple[int, tuple[list, list]]] = {}
+        # namespace, and tuple of namespaces -> (change index, what _visible found): every
+        # entry is written with the index it takes, so while the index stands the retained
+        # entries do too (a trim only deletes entries readers no longer see). Not on stores
+        # whose indexes are taken before their entries are written (atomic_across_groups
+        # false: Redis Cluster). Only retained entries are held, each once (the global ones
+        # are in every user's view).
+        self._seen: dict[str | tuple[str, ...], tuple[int, tuple[list, int]]] = {}
         self._seen_lock = threading.Lock()
         self._texts: dict[int, str] = {}  # id -> JSON text: an entry never changes
 
@@ -125,10 +129,12 @@ class History:
             if change.changed
         ]
 
-    def committed(self, index: int | None) -> None:
-        """Called after each commit with its result: trims now and then (never fails the
-        write that triggered it)."""
-        if not index or index % TRIM_EVERY:
+    def committed(self, index: int | None, logged: int) -> None:
+        """Called after each commit with its result and the number of entries it was given
+        to log: trims whenever the change index passes a multiple of :data:`TRIM_EVERY`
+        (a commit of many entries, or whose entries the store left out, may jump one), and
+        never fails the write that triggered it."""
+        if not index or (index - logged) // TRIM_EVERY == index // TRIM_EVERY:
             return
         try:
             self.trim()
@@ -141,10 +147,10 @@ class History:
         dropped = 0
         highest = 0
         for name in self._all_namespaces():
-            _kept, gone = _retained(_entries(self.store.get_all(name)), self.limit)
+            _kept, gone = _retained([self.store.get_all(name)], self.limit)
             if gone:
-                dropped += self.store.delete_many(name, [log_key(entry["id"]) for entry in gone])
-                highest = max(highest, *(entry["id"] for entry in gone))
+                dropped += self.store.delete_many(name, [log_key(entry_id) for entry_id in gone])
+                highest = max(highest, *gone)
         if highest:
             while True:
                 current = self.store.get(COUNTERS, TRIMMED)
@@ -185,9 +191,9 @@ class History:
     ) -> tuple[list[dict[str, Any]], bool]:
         """The visible entries with an id above ``index``, oldest first, and whether they are
         complete: ``False`` when retention has dropped an entry above ``index``."""
-        kept, gone = self._visible(viewer, None)
+        kept, highest_gone = self._visible(viewer, None)
         trimmed = self.store.get(COUNTERS, TRIMMED) or 0
-        complete = trimmed <= index and not any(entry["id"] > index for entry in gone)
+        complete = trimmed <= index and highest_gone <= index
         return [e for e in kept if e["id"] > index and _matches(e, kind, key)], complete
 
     def get(self, entry_id: int, viewer: Viewer) -> dict[str, Any] | None:
@@ -213,10 +219,8 @@ class History:
 
     def everything(self, *, kind: str | None = None, key: str | None = None) -> list[dict[str, Any]]:
         """Every retained entry of every user, newest first (for the command line)."""
-        names = self._all_namespaces()
-        found = self.store.get_each({name: None for name in names})
-        entries = sorted((e for name in names for e in _entries(found[name])), key=lambda e: e["id"])
-        kept, _gone = _retained(entries, self.limit)
+        found = self.store.get_each({name: None for name in self._all_namespaces()})
+        kept, _gone = _retained(found.values(), self.limit)
         return [entry for entry in reversed(kept) if _matches(entry, kind, key)]
 
     def _all_namespaces(self) -> list[str]:
@@ -230,25 +234,35 @@ class History:
             return [namespace(True, user)]
         return [namespace(False, None), namespace(True, viewer.id)]
 
-    def _visible(
-        self, viewer: Viewer, user: int | None
-    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    def _visible(self, viewer: Viewer, user: int | None) -> tuple[list[dict[str, Any]], int]:
+        """The retained entries of the viewer's namespaces, oldest first, and the highest id
+        retention hides from readers (0: none)."""
         names = tuple(self._namespaces(viewer, user))
         keep = self.store.atomic_across_groups
         index = self.index() if keep else None
         with self._seen_lock:
             seen = self._seen.get(names)
-        if seen is not None and seen[0] == index:
-            return seen[1]
-        found = self.store.get_each({name: None for name in names})
-        entries = sorted(
-            (entry for name in names for entry in _entries(found[name])), key=lambda e: e["id"]
-        )
-        visible = _retained(entries, self.limit)
+            if seen is not None and seen[0] == index:
+                return seen[1]
+            held = {name: self._seen.get(name) for name in names}
+        parts = {name: part[1] for name, part in held.items() if part and part[0] == index}
+        missing = [name for name in names if name not in parts]
+        found = self.store.get_each({name: None for name in missing}) if missing else {}
+        for name in missing:  # a setting's entries are all in one namespace: retained apart
+            kept, gone = _retained([found.pop(name)], self.limit)
+            parts[name] = (kept, max(gone, default=0))
+        if len(parts) == 1:
+            (visible,) = parts.values()
+        else:
+            visible = (
+                list(heapq.merge(*(kept for kept, _ in parts.values()), key=_id)),
+                max(highest for _, highest in parts.values()),
+            )
         if keep:
             with self._seen_lock:
-                if len(self._seen) >= KEPT_VIEWS:
+                if len(self._seen) + len(missing) >= 2 * KEPT_VIEWS:
                     self._seen.clear()
+                self._seen.update({name: (index, parts[name]) for name in missing})
                 self._seen[names] = (index, visible)
         return visible
 
@@ -259,26 +273,37 @@ def served(entry: Mapping[str, Any]) -> dict[str, Any]:
     return {name: entry.get(name) for name in FIELDS}
 
 
-def _entries(stored: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The entries of a history namespace (kept without their ids, which are their keys),
-    oldest first."""
-    return [{"id": int(key), **stored[key]} for key in sorted(stored) if key.isdigit()]
-
-
 def _retained(
-    entries: list[dict[str, Any]], limit: int
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """``entries`` (oldest first) split into the newest ``limit`` of each setting and the
-    rest."""
+    namespaces: Iterable[Mapping[str, Any]], limit: int
+) -> tuple[list[dict[str, Any]], list[int]]:
+    """The entries of history namespaces as read (kept without their ids, which are their
+    keys) split into the newest ``limit`` of each setting, with their ids, and the ids of the
+    rest; both oldest first. Only the retained entries are copied: a history that has not
+    been trimmed for a while holds many more."""
+    stored = sorted(
+        ((int(key), entry) for found in namespaces for key, entry in found.items() if key.isdigit()),
+        key=_first,
+    )
     counts: dict[tuple[Any, ...], int] = {}
     kept, gone = [], []
-    for entry in reversed(entries):
+    for entry_id, entry in reversed(stored):
         setting = (entry["kind"], entry["user"], entry["key"])
         counts[setting] = counts.get(setting, 0) + 1
-        (kept if counts[setting] <= limit else gone).append(entry)
+        if counts[setting] <= limit:
+            kept.append({"id": entry_id, **entry})
+        else:
+            gone.append(entry_id)
     kept.reverse()
     gone.reverse()
     return kept, gone
+
+
+def _first(pair: tuple[int, Any]) -> int:
+    return pair[0]
+
+
+def _id(entry: Mapping[str, Any]) -> int:
+    return entry["id"]
 
 
 def _matches(entry: Mapping[str, Any], kind: str | None, key: str | None) -> bool:

@@ -439,10 +439,9 @@ class SettingsService:
         expect = {namespace: {key: stored.get(key) for key in read}}
         if not entries:
             return 0
-        index = self.store.commit(
-            entries, expect=expect, log=self.history.log(changes, actor, source)
-        )
-        self.history.committed(index)
+        log = self.history.log(changes, actor, source)
+        index = self.store.commit(entries, expect=expect, log=log)
+        self.history.committed(index, len(log))
         return index
 
     def changes(

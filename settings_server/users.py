@@ -33,8 +33,14 @@ USER_ID_COUNTER = "user_id"
 #: Django's default username rule: 1–150 letters, digits and ``@ . + - _``.
 USERNAME_RULE = re.compile(r"[\w.@+-]{1,150}")
 
-#: Hashed once so that a login attempt for an unknown user costs as much as a real one.
-_DUMMY_HASH = generate_password_hash("settings-server: no such user")
+#: Checked so that a login attempt for an unknown user costs as much as a real one: a hash made
+#: by ``generate_password_hash`` with werkzeug's default method (a test keeps the two equal).
+#: Written out rather than made at import: scrypt with these parameters allocates 32 MiB, which
+#: would be every worker's peak memory.
+_DUMMY_HASH = (
+    "scrypt:32768:8:1$SjliKJvUMdggD61M$84eade64277a142d5f2c6f53bfdc98907439209d332972e25ad14a2307"
+    "2ac06a9231ce4e532996850e1de2421e5737c8ce176e846ffce7cbbf2264957e9793e7"
+)
 
 _CAS_ATTEMPTS = 20
 _REMEMBERED_PASSWORDS = 1024

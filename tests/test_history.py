@@ -53,3 +53,18 @@ def test_unchanged_values_log_nothing(store):
     protected = Change("global", "P", None, "***", "***", changed=True)
     ((namespace, entry),) = history.log([protected], None, "import")
     assert namespace == "global/history" and entry["actor"] is None and entry["old"] == "***"
+
+
+def test_commits_of_many_entries_trim_when_they_pass_a_multiple_of_trim_every(store, monkeypatch):
+    """Bulk writes move the change index by many at a time, past the multiples of
+    ``TRIM_EVERY`` rather than onto them: the trim must still run."""
+    monkeypatch.setattr("settings_server.history.TRIM_EVERY", 8)
+    history = History(store, limit=1)
+    for n in range(4):  # 3 entries a commit: indexes 3, 6, 9, 12; none lands on 8
+        changes = [Change("global", key, None, "old", f"{key}{n}", changed=True) for key in "ABC"]
+        log = history.log(changes, ALICE, "bulk")
+        index = store.commit({"global": {key: f"{key}{n}" for key in "ABC"}}, log=log)
+        history.committed(index, len(log))
+        if n == 2:  # the commit that took 7, 8, 9 trimmed: one entry of each key is kept
+            assert sorted(store.get_all("global/history")) == [f"{i:012d}" for i in (7, 8, 9)]
+    assert len(store.get_all("global/history")) == 6  # 12 has not passed 16 yet

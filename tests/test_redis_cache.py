@@ -195,3 +195,17 @@ def test_a_failing_subscription_is_logged_once_and_retried_with_back_off(monkeyp
     assert len(fetched) == 22
     assert len(attempts) == 2
     assert len([r for r in caplog.records if "failed" in r.getMessage()]) == 1
+
+
+def test_a_copy_that_own_writes_grow_past_the_bound_is_dropped(stores, monkeypatch):
+    """A history namespace grows with every write: the copy following this process's own
+    writes is bounded as a copy read whole is (``backends.copies.MAX_KEYS``)."""
+    monkeypatch.setattr("backends.copies.MAX_KEYS", 4)
+    writer = stores[1]
+    writer.get_all("global/history")  # subscribes
+    writer.get_all("global/history")  # keeps a copy (empty)
+    copies = writer._cache._copies._copies
+    for n in range(6):
+        writer.commit({"global": {"K": n}}, log=[("global/history", {"n": n})])
+        assert ("global/history" in copies) == (n < 4)
+    assert len(writer.get_all("global/history")) == 6  # from Redis

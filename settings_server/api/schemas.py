@@ -8,11 +8,11 @@ pre-rendered responses. :class:`ListQuery` loads a list's search and ordering ar
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from typing import Any
 
-import re2
 from flask_smorest import Api
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load
 
@@ -50,10 +50,6 @@ assert set(SETTING_SCHEMAS) == set(KINDS)
 
 ORDERING_FIELDS = ("pk", "key", "name")
 MAX_SEARCH_PATTERN = 256
-_RE2_OPTIONS = re2.Options()
-_RE2_OPTIONS.case_sensitive = False
-_RE2_OPTIONS.log_errors = False  # a refused pattern is the caller's 400, not a server log line
-_RE2_OPTIONS.max_mem = 1 << 20  # a pattern whose automaton needs more is refused, not built
 
 
 class Flag(fields.Boolean):
@@ -142,11 +138,25 @@ def compile_search(pattern: str) -> Any:
         raise ValidationError({"search": [
             f"Invalid regular expression: longer than {MAX_SEARCH_PATTERN} characters"
         ]})
+    re2, options = _re2()
     try:
-        return re2.compile(pattern, _RE2_OPTIONS)
+        return re2.compile(pattern, options)
     except re2.error as exc:
         reason = exc.args[0].decode(errors="replace") if exc.args else "not understood"
         raise ValidationError({"search": [f"Invalid regular expression: {reason}"]}) from None
+
+
+@functools.cache
+def _re2() -> tuple[Any, Any]:
+    """RE2 and the options of every pattern, imported by the first regular expression search:
+    only those need it, and it costs every worker 1.4 MB."""
+    import re2
+
+    options = re2.Options()
+    options.case_sensitive = False
+    options.log_errors = False  # a refused pattern is the caller's 400, not a server log line
+    options.max_mem = 1 << 20  # a pattern whose automaton needs more is refused, not built
+    return re2, options
 
 
 # -- the document ----------------------------------------------------------------------------
