@@ -14,6 +14,9 @@ from settings_server import create_app
 # --- password hashes in the test process --------------------------------------------------------
 
 
+_SHIPPED_HASHING: dict = {}  # what pytest_configure replaced in settings_server.users
+
+
 def pytest_configure(config):
     """Passwords hashed in the test process use scrypt with N=2**10 instead of werkzeug's
     default N=2**15: the same algorithm, salting and ``scrypt:`` format (and
@@ -29,10 +32,22 @@ def pytest_configure(config):
     from settings_server import users
 
     cheap = partial(generate_password_hash, method="scrypt:1024:8:1")
+    _SHIPPED_HASHING.update(generate_password_hash=users.generate_password_hash,
+                            _DUMMY_HASH=users._DUMMY_HASH)
     patch = pytest.MonkeyPatch()
     patch.setattr(users, "generate_password_hash", cheap)
     patch.setattr(users, "_DUMMY_HASH", cheap("settings-server: no such user"))
     config.add_cleanup(patch.undo)
+
+
+@pytest.fixture
+def shipped_password_hashes(monkeypatch):
+    """For tests of the hashes themselves: ``settings_server.users`` hashes as shipped (its
+    own ``generate_password_hash`` and ``_DUMMY_HASH``), not as patched above."""
+    from settings_server import users
+
+    for name, value in _SHIPPED_HASHING.items():
+        monkeypatch.setattr(users, name, value)
 
 
 @pytest.fixture
