@@ -3,12 +3,51 @@
 from __future__ import annotations
 
 import os
+import signal
 import uuid
 from urllib.parse import urlencode
 
 import pytest
 
 from settings_server import create_app
+
+# --- password hashes in the test process --------------------------------------------------------
+
+
+_SHIPPED_HASHING: dict = {}  # what pytest_configure replaced in settings_server.users
+
+
+def pytest_configure(config):
+    """Passwords hashed in the test process use scrypt with N=2**10 instead of werkzeug's
+    default N=2**15: the same algorithm, salting and ``scrypt:`` format (and
+    ``check_password_hash`` reads the cost from the hash), ~10 ms instead of ~0.4 s a hash
+    and a check. Most tests create users (``make_user``), so this was minutes of a run.
+    Patched here, before test modules are imported, as some create users at import.
+    Servers and commands the tests start as processes hash as shipped (the guessing and
+    event-loop tests of test_hostile.py measure that cost there)."""
+    from functools import partial
+
+    from werkzeug.security import generate_password_hash
+
+    from settings_server import users
+
+    cheap = partial(generate_password_hash, method="scrypt:1024:8:1")
+    _SHIPPED_HASHING.update(generate_password_hash=users.generate_password_hash,
+                            _DUMMY_HASH=users._DUMMY_HASH)
+    patch = pytest.MonkeyPatch()
+    patch.setattr(users, "generate_password_hash", cheap)
+    patch.setattr(users, "_DUMMY_HASH", cheap("settings-server: no such user"))
+    config.add_cleanup(patch.undo)
+
+
+@pytest.fixture
+def shipped_password_hashes(monkeypatch):
+    """For tests of the hashes themselves: ``settings_server.users`` hashes as shipped (its
+    own ``generate_password_hash`` and ``_DUMMY_HASH``), not as patched above."""
+    from settings_server import users
+
+    for name, value in _SHIPPED_HASHING.items():
+        monkeypatch.setattr(users, name, value)
 
 
 @pytest.fixture
@@ -140,9 +179,11 @@ def store(store_url):
 @pytest.fixture
 def servers(tmp_path):
     """``servers.start(backend, *args, command="run"|"gunicorn", **env)`` starts a server
-    on a free port and returns a :class:`servers.Server` once it answers; every one is stopped
-    (SIGTERM, then SIGKILL) after the test. ``command="run"`` is ``settings-server run``, else
-    plain ``gunicorn wsgi:app`` from the checkout."""
+    on a free port and returns a :class:`servers.Server` once it answers; every one still
+    running is stopped after the test, at once (SIGQUIT, then SIGKILL): a graceful SIGTERM
+    would wait out the keep-alive of any idle connection a client left open (5 s). Tests of
+    the graceful stop send SIGTERM themselves. ``command="run"`` is ``settings-server run``,
+    else plain ``gunicorn wsgi:app`` from the checkout."""
     from servers import BIN, Server, free_port, server_env
 
     started: list[Server] = []
@@ -161,7 +202,7 @@ def servers(tmp_path):
 
     yield Servers()
     for server in started:
-        server.stop()
+        server.stop(signal.SIGQUIT)
 
 
 @pytest.fixture

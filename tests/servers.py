@@ -75,6 +75,30 @@ class Server:
         """Pids of the arbiter's live worker processes."""
         return children(self.pid)
 
+    def wait_workers_listening(self, count: int, timeout: float = START_TIMEOUT) -> None:
+        """Wait until ``count`` workers run with signal handlers of their own. A worker just
+        forked (a replacement for a killed one) keeps the arbiter's handlers until it has
+        set up: a SIGTERM it gets then is lost, and a graceful stop waits for it until it is
+        killed. Read from /proc: a worker that has set up catches SIGABRT, which the arbiter
+        does not (gunicorn's ``Worker.init_signals`` installs it after SIGTERM)."""
+        abort = 1 << (signal.SIGABRT - 1)
+        deadline = time.monotonic() + timeout
+        while True:
+            listening = 0
+            for pid in self.workers():
+                try:
+                    status = (Path("/proc") / str(pid) / "status").read_text()
+                except OSError:
+                    continue
+                caught = next(int(line.split()[1], 16) for line in status.splitlines()
+                              if line.startswith("SigCgt:"))
+                listening += bool(caught & abort)
+            if listening >= count:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{listening} of {count} workers set up in {timeout} s")
+            time.sleep(0.05)
+
     def request_lines(self) -> list[dict]:
         """The JSON request lines on stdout so far."""
         lines = []

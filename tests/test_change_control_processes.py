@@ -246,17 +246,22 @@ def test_gunicorn_workers_killed_mid_burst_leave_no_value_without_its_entry(serv
     def client(name: str) -> None:
         session = requests.Session()
         n = 0
-        while not stop.is_set():
-            n += 1
-            try:
-                session.patch(server.url + INSTANCE, json={"value": f"{name}-s{n}"},
-                              headers=headers, timeout=5)
-                answer = session.patch(server.url + "/api/settings/bulk/global/", json={
-                    "INVENTREE_COMPANY_NAME": f"{name}-m{n}", "INVENTREE_INSTANCE": f"{name}-m{n}"
-                }, headers=headers, timeout=5)
-                sent["ok"] += answer.status_code == 200
-            except requests.RequestException:  # the worker died under this request
-                session = requests.Session()
+        try:
+            while not stop.is_set():
+                n += 1
+                try:
+                    session.patch(server.url + INSTANCE, json={"value": f"{name}-s{n}"},
+                                  headers=headers, timeout=5)
+                    answer = session.patch(server.url + "/api/settings/bulk/global/", json={
+                        "INVENTREE_COMPANY_NAME": f"{name}-m{n}",
+                        "INVENTREE_INSTANCE": f"{name}-m{n}",
+                    }, headers=headers, timeout=5)
+                    sent["ok"] += answer.status_code == 200
+                except requests.RequestException:  # the worker died under this request
+                    session.close()
+                    session = requests.Session()
+        finally:  # no idle kept-alive connection for the graceful stop below to wait out (5 s)
+            session.close()
 
     with ThreadPoolExecutor(4) as pool:
         for n in range(4):
@@ -272,6 +277,7 @@ def test_gunicorn_workers_killed_mid_burst_leave_no_value_without_its_entry(serv
                 time.sleep(0.1)
         finally:
             stop.set()
+    server.wait_workers_listening(2)  # a replacement still booting would miss the SIGTERM
     server.stop()  # a request a client gave up on may still be running: let it end
     assert sent["ok"] >= 20
     entries = assert_each_value_has_its_entries(

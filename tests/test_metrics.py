@@ -249,6 +249,7 @@ def test_two_workers_add_up(servers, tmp_path):
     assert value(found, "settings_server_requests_total", route=GLOBAL_DETAIL, method="GET",
                  status="200") == made
 
+    server.wait_workers_listening(2)  # a replacement still booting would miss the SIGTERM
     assert server.stop() == 0
     assert not metrics_dir.exists()  # the master removes the directory it made
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -71,7 +72,7 @@ def server(tmp_path_factory):
                 time.sleep(0.2)
         yield url
     finally:
-        process.terminate()
+        process.send_signal(signal.SIGQUIT)  # at once: SIGTERM waits out idle keep-alives
         process.wait(timeout=30)
 
 

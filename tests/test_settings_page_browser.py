@@ -54,8 +54,10 @@ class Site:
         return answer.json()["value"]
 
 
-@pytest.fixture
-def browser() -> Iterator:
+@pytest.fixture(scope="module")
+def chromium() -> Iterator:
+    """One chromium for the module (a launch takes a second or more); tests get it through
+    :func:`browser`."""
     from playwright.sync_api import sync_playwright
 
     chromium = chromium_path()
@@ -69,6 +71,16 @@ def browser() -> Iterator:
             yield launched
         finally:
             launched.close()
+
+
+@pytest.fixture
+def browser(chromium, servers) -> Iterator:
+    """The module's chromium; every page a test opens (each in a context of its own: no
+    cookies or storage shared) is closed after the test, before its servers stop (which then
+    have no event stream left to end)."""
+    yield chromium
+    for context in chromium.contexts:
+        context.close()
 
 
 def start_site(servers, backend: str, **env: str) -> Site:
