@@ -104,7 +104,7 @@ def after_request(response: Response) -> Response:
     state = g._get_current_object()
     response = speedups.settle_writes(response, current, app)
     api.add_allow_header(response, current)
-    feed.add_index_header(response, state)
+    feed.add_index_header(response, current, app, state)
     security.add_security_headers(response, current)
     web.add_content_security_policy(response, current)
     started = current.environ.get(CLOCK)

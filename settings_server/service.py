@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from marshmallow import ValidationError
@@ -79,6 +79,9 @@ class Detail:
     row: Row
     etag: str
     source: str
+    #: For a write's answer: the change index the write was made on (its own history entry,
+    #: if any, comes right after), when known without a read; else ``None``.
+    made_on: int | None = None
 
 
 @dataclass(frozen=True, eq=False)  # one instance per kind: compared and hashed by identity
@@ -310,16 +313,19 @@ class SettingsService:
         return owner, key
 
     def planned_reads(
-        self, kind: Kind, key: str | None, user_id: int | None = None
+        self, kind: Kind, key: str | None, user_id: int | None = None, *, unchecked: bool = False
     ) -> dict[str, list[str] | None]:
         """What :meth:`list` (``key`` None), :meth:`get` or :meth:`update` of
-        ``key`` with a value will read, as ``{namespace: keys or None for all}``, to fetch it
-        ahead in one round trip. Computed by the same helpers as those reads."""
+        ``key`` with a value (``unchecked``: without ``if_match``) will read, as
+        ``{namespace: keys or None for all}``, to fetch it ahead in one round trip. Computed
+        by the same helpers as those reads."""
         if key is None:
             return {kind.namespace(user_id): None}
         definition = self._definitions[kind].get(str(key).upper())
         if definition is None:
             return {}
+        if unchecked and self._stands_alone(definition):
+            return {}  # see update: such a write reads nothing
         return self._reads(kind, definition, user_id)
 
     def values(self, kind: Kind, keys: Iterable[str], user_id: int | None = None) -> dict[str, str]:
@@ -357,20 +363,24 @@ class SettingsService:
         definition = self._definition(kind, key)
         if self.pinned(kind, key):
             raise ValidationError({"value": [PINNED]})
+        # A value that no other setting's value checks, written unconditionally, needs no
+        # read: nothing is checked, and the store logs what the write replaces.
+        unchecked = if_match is None and value is not MISSING and self._stands_alone(definition)
         for _attempt in _attempts(definition.key):
-            stored = self._read(kind, definition, user_id)
+            stored = {} if unchecked else self._read(kind, definition, user_id)
             if if_match is not None and not if_match(self._etag(kind, definition, stored, user_id)):
                 raise PreconditionFailed(key)
             if value is MISSING:
                 writes = {}
             else:
                 writes = {definition.key: self.validate(kind, key, value, stored, user_id)}
-            read = self._reads(kind, definition, user_id)[kind.namespace(user_id)]
-            if if_match is None and self._stands_alone(definition):
-                read = []  # nothing to check: the store logs what the write replaces
+            read = [] if unchecked else self._reads(kind, definition, user_id)[kind.namespace(user_id)]
             restart = definition.requires_restart
-            if self._commit(kind, writes, stored, read, user_id, actor, source, restart) is not None:
-                return self._detail(kind, definition, {**stored, **writes}, user_id)
+            committed = self._commit(kind, writes, stored, read, user_id, actor, source, restart)
+            if committed is not None:
+                index, logged = committed
+                detail = self._detail(kind, definition, {**stored, **writes}, user_id)
+                return replace(detail, made_on=index - logged) if index else detail
         raise AssertionError("unreachable: _attempts raises when they run out")
 
     def update_many(
@@ -425,10 +435,11 @@ class SettingsService:
         actor: Any | None,
         source: str,
         restart: bool,
-    ) -> int | None:
+    ) -> tuple[int, int] | None:
         """Write ``writes`` (key -> string) if the keys ``read`` (every key written and every
         key checking them read) still hold what they held (``stored``), with their history;
-        ``None`` if one changed. With nothing ``read``, nothing is checked and the history
+        ``None`` if one changed, else the store's answer (the change index of the last entry,
+        or 0) and the number of entries it was given to log. With nothing ``read``, nothing is checked and the history
         records what the store finds replaced. With ``restart`` (a setting that needs one was
         saved, even unchanged), the server is marked as needing a restart."""
         namespace = kind.namespace(user_id)
@@ -438,11 +449,11 @@ class SettingsService:
             entries.setdefault(GLOBAL.namespace(None), {})["SERVER_RESTART_REQUIRED"] = "True"
         expect = {namespace: {key: stored.get(key) for key in read}}
         if not entries:
-            return 0
+            return 0, 0
         log = self.history.log(changes, actor, source)
         index = self.store.commit(entries, expect=expect, log=log)
         self.history.committed(index, len(log))
-        return index
+        return None if index is None else (index, len(log))
 
     def changes(
         self,

@@ -419,6 +419,33 @@ def test_a_write_through_the_api_wakes_a_long_poll_with_who_made_it(
     assert feed_client.get(INSTANCE, headers=headers).headers["X-Settings-Index"] == str(index + 1)
 
 
+@pytest.mark.parametrize("if_match", [None, "*"], ids=["unchecked", "checked"])
+def test_every_write_answer_carries_the_index_it_was_made_on(
+    feed_client, make_user, auth_headers, if_match
+):
+    """A write that changes a value answers the index just before its own entry; one that
+    changes nothing, or is refused, answers the index as it stands."""
+    headers = auth_headers(make_user("root", staff=True))
+    if if_match is not None:
+        headers["If-Match"] = if_match
+    feed_client.patch(INSTANCE, json={"value": "A"}, headers=headers)
+    index = int(feed_client.get(INSTANCE, headers=headers).headers["X-Settings-Index"])
+    answers = [
+        feed_client.patch(INSTANCE, json={"value": "B"}, headers=headers),  # index + 1
+        feed_client.put(INSTANCE, json={"value": "B"}, headers=headers),  # unchanged
+        feed_client.patch(
+            INSTANCE, json={"value": "D"}, headers={**headers, "If-Match": '"stale"'}
+        ),  # refused: 412
+        feed_client.patch(
+            "/api/settings/bulk/global/", json={"INVENTREE_INSTANCE": "C"}, headers=headers
+        ),  # index + 2
+    ]
+    assert [a.status_code for a in answers] == [200, 200, 412, 200]
+    assert [a.headers["X-Settings-Index"] for a in answers] == [
+        str(index), str(index + 1), str(index + 1), str(index + 1)
+    ]  # fmt: skip
+
+
 def test_a_client_ahead_of_the_store_is_told_to_start_again(feed_client, alice, auth_headers):
     body = feed_client.get("/api/settings/changes/?since=50&wait=10", headers=auth_headers(alice))
     assert body.get_json() == {"index": 0, "complete": False, "changes": []}

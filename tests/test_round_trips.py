@@ -59,17 +59,21 @@ def store_calls(app, monkeypatch):
         ("get", "/api/settings/user/DATE_DISPLAY_FORMAT/", None),
         ("get", "/api/settings/user/", None),
         ("get", "/api/settings/notification/", None),
-        ("patch", "/api/settings/global/INVENTREE_INSTANCE/", {"value": "X"}),
-        ("patch", "/api/settings/user/DATE_DISPLAY_FORMAT/", {"value": "DD/MM/YYYY"}),
+        ("patch", "/api/settings/global/INVENTREE_INSTANCE/", [{"value": "X"}, {"value": "Y"}]),
+        ("patch", "/api/settings/user/DATE_DISPLAY_FORMAT/",
+         [{"value": "DD/MM/YYYY"}, {"value": "YYYY-MM-DD"}]),
     ],
-)
+)  # fmt: skip
 def test_token_request_reads_the_store_once(client, make_user, auth_headers, store_calls, method, path, body):
-    """Token, user and settings come in one round trip; a write adds only itself (one commit:
-    the value, its history entry and the check that nothing changed meanwhile)."""
+    """Token, user and settings come in one round trip; a write that changes a value adds only
+    itself (one commit: the value and its history entry; its ``X-Settings-Index`` is the index
+    the commit was made on)."""
     headers = auth_headers(make_user(staff=True))
-    for _ in range(2):  # the first request learns the token's owner and allocates pks
-        getattr(client, method)(path, headers=headers, json=body)
+    bodies = body or [None]
+    for n in range(2):  # the first request learns the token's owner and allocates pks
+        getattr(client, method)(path, headers=headers, json=bodies[n % len(bodies)])
     store_calls.clear()
-    response = getattr(client, method)(path, headers=headers, json=body)
+    response = getattr(client, method)(path, headers=headers, json=bodies[0])
     assert response.status_code == 200
     assert store_calls == (["get_each"] if method == "get" else ["get_each", "commit"])
+    assert "X-Settings-Index" in response.headers

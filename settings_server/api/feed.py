@@ -70,21 +70,45 @@ def history(app: Flask | None = None) -> History:
     return (app or current_app).extensions["settings_history"]
 
 
+def _indexed(current: Request, state: Any) -> bool:
+    """Whether the answer carries ``X-Settings-Index``: a signed-in caller's settings request
+    only (the index is nobody else's business)."""
+    return current.path.startswith(INDEXED_PATHS) and auth.current_user(state) is not None
+
+
+def _noted_by_the_view(current: Request) -> bool:
+    """Whether the request is a write of one setting (PUT or PATCH of a detail, the only
+    writes naming a setting in their path), whose view notes the index its commit was made
+    on (:func:`note_written`): reading the index first would cost a round trip whenever any
+    other process had written, as the index moves with every write."""
+    return current.method in ("PUT", "PATCH") and bool(current.view_args)
+
+
 def planned_reads(current: Request) -> dict[str, list[str]]:
     """What :func:`note_index` reads, for the request's read-ahead batch."""
-    return {COUNTERS: [CHANGES]} if current.path.startswith(INDEXED_PATHS) else {}
+    indexed = current.path.startswith(INDEXED_PATHS) and not _noted_by_the_view(current)
+    return {COUNTERS: [CHANGES]} if indexed else {}
 
 
 def note_index(current: Request, app: Flask, state: Any) -> None:
     """Remember the change index for ``X-Settings-Index`` in ``state`` (the request's
-    ``flask.g``), for a signed-in caller's settings request only: the index is nobody else's
-    business."""
-    if current.path.startswith(INDEXED_PATHS) and auth.current_user(state) is not None:
+    ``flask.g``), unless the view will (see :func:`_noted_by_the_view`)."""
+    if not _noted_by_the_view(current) and _indexed(current, state):
         state.settings_index = history(app).index()
 
 
-def add_index_header(response: Response, state: Any) -> Response:
+def note_written(state: Any, made_on: int | None) -> None:
+    """A setting write's view: the change index its write was made on, when the store's
+    answer tells it (else the index is read as the answer leaves)."""
+    if made_on is not None:
+        state.settings_index = made_on
+
+
+def add_index_header(response: Response, current: Request, app: Flask, state: Any) -> Response:
     index = state.get("settings_index")
+    if index is None and _noted_by_the_view(current) and _indexed(current, state):
+        with contextlib.suppress(StorageError):  # the answer goes out without it
+            index = history(app).index()
     if index is not None and INDEX_HEADER not in response.headers:
         response.headers.add(INDEX_HEADER, str(index))  # (``set`` would look for it again)
     return response

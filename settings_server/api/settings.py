@@ -14,7 +14,7 @@ import functools
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from flask import Response, current_app, request
+from flask import Response, current_app, g, request
 from flask.views import MethodView
 from werkzeug.http import quote_etag
 from werkzeug.routing import BaseConverter
@@ -33,7 +33,7 @@ from ..service import (
     SettingNotFound,
     SettingsService,
 )
-from . import schemas
+from . import feed, schemas
 from .drf import BODY, Blueprint, RowPage
 
 blp = Blueprint("settings", __name__, url_prefix="/api/settings", description="Settings")
@@ -165,7 +165,8 @@ class SettingDetail(MethodView):
         key = cls.planned_key(user_id, **path)
         if key is None:
             return {}
-        return service().planned_reads(cls.kind, key, user_id)
+        unchecked = method in ("PUT", "PATCH") and if_match() is None
+        return service().planned_reads(cls.kind, key, user_id, unchecked=unchecked)
 
     @classmethod
     def planned_key(cls, user_id: int | None, key: str) -> str | None:
@@ -227,6 +228,7 @@ def detail_view(
                 )
             except PreconditionFailed:
                 fail_detail(412, STALE)
+            feed.note_written(g, detail.made_on)
             return detail_response(detail)
 
         return method
