@@ -132,6 +132,15 @@ def row(page, key: str, kind: str = "global"):
     return page.locator(f"li.setting#{kind}-{key}")
 
 
+def save_instance_label(page, value: str):
+    """Type ``value`` as the instance label and press Enter; the label's input and its row's
+    error line."""
+    name = page.get_by_label("Instance label", exact=True)
+    name.fill(value)
+    name.press("Enter")
+    return name, row(page, "INVENTREE_INSTANCE").locator(".error")
+
+
 def expect_status(page, key: str, text: str, kind: str = "global") -> None:
     from playwright.sync_api import expect
 
@@ -225,10 +234,7 @@ def test_a_stale_page_is_told_and_shown_the_fresh_value(browser, site):
     changed = site.api("PATCH", "/api/settings/global/INVENTREE_INSTANCE/", "carol",
                        json={"value": "Carol's lab"})
     assert changed.status_code == 200
-    name = page.get_by_label("Instance label", exact=True)
-    name.fill("Admin's lab")
-    name.press("Enter")
-    error = row(page, "INVENTREE_INSTANCE").locator(".error")
+    name, error = save_instance_label(page, "Admin's lab")
     expect(error).to_contain_text("Changed by someone else meanwhile; your change was not saved.")
     expect(error).to_contain_text("Carol's lab")
     expect(name).to_have_value("Carol's lab")
@@ -261,10 +267,7 @@ def test_writes_carry_if_match_and_a_412_shows_the_fresh_value(browser, site):
     page.route("**/api/settings/events/**", lambda route: route.abort())
     page.reload()
     page.route("**/api/settings/global/INVENTREE_INSTANCE/", tagged)
-    name = page.get_by_label("Instance label", exact=True)
-    name.fill("Admin's lab")
-    name.press("Enter")
-    error = row(page, "INVENTREE_INSTANCE").locator(".error")
+    name, error = save_instance_label(page, "Admin's lab")
     expect(error).to_contain_text("Changed by someone else meanwhile")
     expect(name).to_have_value("Carol won")
     assert sent == ['"v1"']
